@@ -1,0 +1,50 @@
+# `make help` lists the targets. Every target sets up .venv first if needed.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+# .python-version pins 3.12; pyenv's python3 honours it, python3.12 is the fallback.
+PYTHON ?= $(shell command -v python3.12 || command -v python3)
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: help env run test test-slow lint params lock clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F ':.*?## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+env: $(STAMP) ## Create .venv (Python 3.12) with the pinned dependencies
+
+$(STAMP): requirements.lock pyproject.toml .python-version
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 12) else f"Python 3.12 is needed (.python-version), found {v[0]}.{v[1]} at $(PYTHON)")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) pip sync -q --python $(PY) requirements.lock
+	$(UV) pip install -q --python $(PY) --no-deps -e .
+	touch $@
+
+run: env ## Run the whole pipeline (dvc repro): fetch, preprocess, fit, ppc, evaluate, plots
+	$(PY) -m bnn.params_file .
+	dvc repro
+
+test: env ## Run the test suite (fast tests; tiny synthetic data)
+	$(PY) -m pytest -q
+
+test-slow: env ## Run only the slow tests (real MNIST, longer fits)
+	$(PY) -m pytest -q -m slow
+
+lint: env ## Check style with ruff
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+params: env ## Regenerate params.yaml from conf/ (after editing conf/)
+	$(PY) -m bnn.params_file .
+
+lock: env ## Re-pin requirements.lock from requirements.in
+	$(UV) pip compile -q requirements.in -o requirements.lock --python-version 3.12
+
+clean: ## Remove outputs that `make run` recreates (not the DVC cache, not mlflow.db)
+	rm -rf outputs multirun

@@ -1,0 +1,54 @@
+"""The Bayesian neural network as a PyMC model with a minibatch likelihood."""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+import pytensor
+
+from bnn.networks import build_network
+from bnn.priors import PriorFamily
+
+
+def label_dtype() -> str:
+    """The integer dtype PyMC accepts for observed labels under the current floatX.
+
+    PyMC refuses to cast observed data it cannot represent exactly in floatX,
+    so labels must be int16 in float32 mode and int32 in float64 mode.
+    """
+    return "int16" if pytensor.config.floatX == "float32" else "int32"
+
+
+def bnn_model(
+    images: np.ndarray,
+    labels: np.ndarray,
+    spec,
+    prior: PriorFamily,
+    batch_size: int,
+) -> pm.Model:
+    """A PyMC model of ``labels | images`` under the network ``spec`` and ``prior``.
+
+    One ``pm.Minibatch`` slices images and labels together so that pairs stay
+    aligned; ``total_size`` scales the minibatch log-likelihood up to the whole
+    training set, so the objective is the full-data ELBO.
+
+    Parameters
+    ----------
+    images : ndarray
+        Training images, shape (n, 28, 28) or (n, 784), scaled to [0, 1).
+    labels : ndarray
+        Integer class labels, shape (n,).
+    spec
+        Architecture spec (see :mod:`bnn.networks`).
+    prior : PriorFamily
+        Where every layer gets its weights.
+    batch_size : int
+        Minibatch size.
+    """
+    images = np.asarray(images, dtype=pytensor.config.floatX).reshape(len(images), -1)
+    labels = np.asarray(labels).astype(label_dtype())
+    with pm.Model() as model:
+        image_batch, label_batch = pm.Minibatch(images, labels, batch_size=batch_size)
+        logits = build_network(image_batch, spec, prior)
+        pm.Categorical("label", logit_p=logits, observed=label_batch, total_size=len(labels))
+    return model

@@ -1,0 +1,21 @@
+"""DVC stage `fetch`: the four MNIST IDX files into data/raw, verified by MD5."""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from bnn.cli import user_errors_exit
+from bnn.fetch import RawFile, fetch_files, sources_from_config
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@user_errors_exit
+def main(cfg: DictConfig) -> None:
+    files = [RawFile(name=spec.name, md5=spec.md5) for spec in cfg.data.files.values()]
+    sources = sources_from_config(OmegaConf.to_container(cfg.data.sources))
+    fetch_files(files, sources, Path(cfg.paths.raw), timeout_s=cfg.data.timeout_s)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""DVC stage `preprocess`: parse IDX, scale to [0, 1), split off validation, save .npz."""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from bnn.cli import user_errors_exit
+from bnn.dataset import read_pair, save_split, scale_pixels, split_validation
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@user_errors_exit
+def main(cfg: DictConfig) -> None:
+    raw, files = Path(cfg.paths.raw), cfg.data.files
+    train = read_pair(raw / files.train_images.name, raw / files.train_labels.name)
+    test = read_pair(raw / files.test_images.name, raw / files.test_labels.name)
+    train, valid = split_validation(
+        train, cfg.data.validation_size, cfg.data.split, cfg.data.split_seed
+    )
+    for name, split in {"train": train, "valid": valid, "test": test}.items():
+        split.images = scale_pixels(split.images)
+        save_split(split, Path(cfg.paths.processed) / f"{name}.npz")
+        print(f"{name}: {len(split)} images")
+
+
+if __name__ == "__main__":
+    main()

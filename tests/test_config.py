@@ -1,0 +1,102 @@
+"""Config: composition, params.yaml in sync with conf/, and errors that name the fix."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from bnn import config
+from bnn.errors import ConfigError
+from bnn.params_file import compose_params, in_sync
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def composed(overrides=()):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_params_yaml_is_in_sync_with_conf():
+    assert in_sync(ROOT / "conf", ROOT / "params.yaml"), "run `make params` after editing conf/"
+
+
+def test_dvc_composition_equals_hydra_composition():
+    # `dvc exp run -S k=v` and `python src/fit.py k=v` must resolve the same values.
+    overrides = ["inference.n_iter=123", "prior.sigma=0.1"]
+    from omegaconf import OmegaConf
+
+    through_dvc = yaml.safe_load(compose_params(ROOT / "conf", overrides))
+    through_hydra = OmegaConf.to_container(composed(overrides), resolve=True)
+    assert through_dvc == through_hydra
+    assert through_dvc["inference"]["n_iter"] == 123
+
+
+def test_default_config_validates():
+    cfg = composed()
+    spec = config.model_spec(cfg.model)
+    assert spec.layer_sizes == [784, 800, 800, 10]
+    assert config.prior_family(cfg.prior).sigma == 1.0
+    settings = config.advi_settings(cfg.inference)
+    assert settings.batch_size == 500 and settings.float_dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "inference.n_iter=0",
+            "inference.n_iter must be a positive integer, got 0 (conf/inference/advi.yaml)",
+        ),
+        ("inference.batch_size=-5", "inference.batch_size must be a positive integer"),
+        ("inference.optimizer=lbfgs", "inference.optimizer must be one of adam"),
+        ("inference.learning_rate=0", "inference.learning_rate must be a positive number"),
+        ("inference.lr_final_fraction=2", "inference.lr_final_fraction must be a number in [0, 1]"),
+        ("inference.float_dtype=float16", "inference.float_dtype must be one of float32, float64"),
+        ("prior.sigma=-1", "prior.sigma must be a positive number, got -1 (conf/prior/fixed.yaml)"),
+        ("model.n_hidden=[800,-3]", "model.n_hidden must be a list of positive integers"),
+    ],
+)
+def test_impossible_values_name_key_and_file(override, message):
+    cfg = composed([override])
+    with pytest.raises(ConfigError) as error:
+        config.model_spec(cfg.model)
+        config.prior_family(cfg.prior)
+        config.advi_settings(cfg.inference)
+    assert message in str(error.value)
+
+
+def run_script(*args, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, "src/fit.py", *args, "hydra.run.dir=${oc.env:TMPDIR,/tmp}/bnn-test-hydra"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_config_error_is_one_line_without_traceback():
+    result = run_script("inference.n_iter=0")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "error: inference.n_iter must be a positive integer, got 0 (conf/inference/advi.yaml)"
+    )
+
+
+def test_cli_unknown_option_lists_the_valid_ones():
+    result = run_script("model=resnet")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "Available options in 'model'" in result.stderr and "dense" in result.stderr
+
+
+def test_cli_unknown_key_is_named():
+    result = run_script("inference.momentum=0.9")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "momentum" in result.stderr
