@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytensor
 
+from bnn import reports, tracking
 from bnn.dataset import LabelledImages
 from bnn.forward import class_probabilities
-from bnn.inference import AdviSettings, FitResult, fit_advi
+from bnn.inference import AdviSettings, FitResult, elbo_curve, fit_advi
 from bnn.metrics import accuracy
 from bnn.model import bnn_model
 from bnn.posterior import Posterior, from_approximation
@@ -36,3 +37,10 @@ def posterior_mean_accuracy(posterior: Posterior, data: LabelledImages) -> float
     """Accuracy of the network at the posterior mean: a cheap check, not the evaluation."""
     probabilities = class_probabilities(data.images, posterior.spec, posterior.point())[0]
     return accuracy(probabilities.argmax(axis=1), np.asarray(data.labels))
+
+
+def report_elbo(run_id: str, result: FitResult, tsv_path, n_points: int) -> None:
+    """Write the window-averaged ELBO to ``tsv_path`` (a DVC plot) and to the MLflow run."""
+    steps, elbo = elbo_curve(result.elbo_history, n_points)
+    reports.write_table(tsv_path, ["step", "elbo"], zip(steps, elbo, strict=True))
+    tracking.log_metric_series(run_id, "fit/elbo", steps, elbo)
