@@ -172,6 +172,16 @@ def test_dvc_repro_runs_every_stage_and_logs_one_run(dvc_project):
     assert runs[0].data.tags["mlflow.source.git.commit"]
 
 
+def test_dvc_plots_renders_every_declared_plot(dvc_project, tmp_path):
+    project, env = dvc_project
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "html")], project, env)
+    page = (tmp_path / "html" / "index.html").read_text()
+    for title in ("ELBO during the fit", "Confusion matrix (mode of sampled labels)"):
+        assert title in page
+    for png in ("elbo", "confusion", "chisquare"):
+        assert f'id="plots_{png}_png"' in page
+
+
 def test_second_repro_does_nothing(dvc_project):
     project, env = dvc_project
     result = run(["dvc", "repro"], project, env)

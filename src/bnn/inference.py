@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,7 @@ class DivergedError(UserError, FloatingPointError):
 class AdviSettings:
     """Everything :func:`fit_advi` needs; see ``conf/inference/advi.yaml`` for meanings."""
 
-    n_iter: int = 12000
+    n_iter: int = 6000
     batch_size: int = 500
     optimizer: str = "adam"
     learning_rate: float = 1e-3
@@ -99,9 +100,17 @@ def learning_rate_at(step: int, settings: AdviSettings) -> float:
 
 
 def fit_advi(
-    model: pm.Model, settings: AdviSettings, seed: int, progressbar: bool = True
+    model: pm.Model,
+    settings: AdviSettings,
+    seed: int,
+    progressbar: bool = True,
+    callbacks: Sequence[Callable] = (),
 ) -> FitResult:
-    """Fit mean-field ADVI to ``model`` and return the approximation and ELBO history."""
+    """Fit mean-field ADVI to ``model`` and return the approximation and ELBO history.
+
+    ``callbacks`` are PyMC fit callbacks, ``callback(approx, losses, step)``,
+    called after every step (for monitoring, e.g. validation accuracy).
+    """
     rng = np.random.default_rng(seed)
     start = initial_means(model, settings.init_means, settings.init_scale, rng)
     start_sigma = {name: np.full(value.size, settings.start_sigma) for name, value in start.items()}
@@ -119,7 +128,7 @@ def fit_advi(
             approx = advi.fit(
                 settings.n_iter,
                 obj_optimizer=OPTIMIZERS[settings.optimizer](learning_rate=learning_rate),
-                callbacks=[schedule],
+                callbacks=[schedule, *callbacks],
                 progressbar=progressbar,
             )
         except FloatingPointError as error:
