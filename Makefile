@@ -37,8 +37,8 @@ test-slow: env ## Run only the slow tests (real MNIST, longer fits)
 	$(PY) -m pytest -q -m slow
 
 lint: env ## Check style with ruff
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
 
 params: env ## Regenerate params.yaml from conf/ (after editing conf/)
 	$(PY) -m bnn.params_file .
