@@ -100,3 +100,29 @@ def test_cli_unknown_key_is_named():
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "momentum" in result.stderr
+
+
+def test_hier_prior_and_conv_model_validate():
+    cfg = composed(["model=conv", "prior=hier", "prior.noncentred=true"])
+    assert config.model_spec(cfg.model).dense_sizes == [512, 256, 10]
+    family = config.prior_family(cfg.prior)
+    assert family.noncentred is True and family.scale_sigma == 1.0
+    with pytest.raises(ConfigError, match=r"prior.noncentred must be true or false.*hier.yaml"):
+        config.prior_family(composed(["prior=hier", "prior.noncentred=maybe"]).prior)
+    with pytest.raises(ConfigError, match=r"layer conv3 .*\(conf/model/conv.yaml\)"):
+        config.model_spec(composed(["model=conv", "model.n_filters=[8,8,8]"]).model)
+
+
+def test_original_experiment_preset():
+    cfg = composed(["experiment=original"])
+    assert cfg.prior.sigma == 0.1 and cfg.inference.n_iter == 50000
+    settings = config.advi_settings(cfg.inference)
+    assert (settings.init_means, settings.init_scale, settings.start_sigma) == ("normal", 1.0, 1.0)
+    assert settings.optimizer == "adagrad_window" and settings.learning_rate == 0.01
+
+
+def test_cli_unknown_prior_lists_the_valid_ones():
+    result = run_script("prior=laplace")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "Available options in 'prior'" in result.stderr
+    assert "fixed" in result.stderr and "hier" in result.stderr

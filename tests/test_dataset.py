@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from helpers_mnist import synthetic_mnist, write_synthetic_idx
 
 from bnn.dataset import (
     LabelledImages,
@@ -14,6 +13,7 @@ from bnn.dataset import (
 )
 from bnn.errors import ConfigError, DataError
 from bnn.idx import write_idx
+from helpers_mnist import synthetic_mnist, write_synthetic_idx
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def test_read_pair_checks_counts(raw, tmp_path):
     pair = read_pair(raw["train_images"], raw["train_labels"])
     assert pair.images.shape == (30, 28, 28) and len(pair) == 30
     write_idx(tmp_path / "short-labels", np.zeros(29, dtype=np.uint8))
-    with pytest.raises(DataError, match="has 30 images but .* has 29 labels"):
+    with pytest.raises(DataError, match=r"has 30 images but .* has 29 labels"):
         read_pair(raw["train_images"], tmp_path / "short-labels")
 
 
@@ -63,7 +63,7 @@ def test_random_split_is_seeded_and_disjoint():
 @pytest.mark.parametrize(("size", "strategy"), [(0, "last"), (10, "last"), (3, "stratified")])
 def test_impossible_split_settings(size, strategy):
     data = LabelledImages(np.zeros((10, 1)), np.zeros(10))
-    with pytest.raises(ConfigError, match="data."):
+    with pytest.raises(ConfigError, match=r"data\."):
         split_validation(data, size, strategy, seed=0)
 
 

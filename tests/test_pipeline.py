@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGE_SCRIPTS = ["fetch", "preprocess", "fit", "sample_ppc", "evaluate", "plots"]
 TINY = {
     "model/dense.yaml": {"n_hidden": [16]},
+    "model/conv.yaml": {"n_filters": [2, 3], "n_hidden": [8]},
     "inference/advi.yaml": {"n_iter": 80, "batch_size": 32, "elbo_log_points": 40},
     "config.yaml": {"predictive": {"draws": 12, "chunk_draws": 5, "chunk_images": 17}},
 }
@@ -233,3 +234,70 @@ def test_queued_experiment_logs_to_the_repo_store(dvc_project):
         artifact_path="plots",
         tracking_uri=f"sqlite:///{project / 'mlflow.db'}",
     )
+
+
+def test_exp_run_conv_with_hier_prior_through_dvc(dvc_project):
+    project, env = dvc_project
+    run(
+        ["dvc", "exp", "run", "-S", "model=conv", "-S", "prior=hier", "-n", "conv-hier"],
+        project,
+        env,
+    )
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["model"]["name"] == "conv" and params["prior"]["family"] == "hier"
+    _, runs = mlflow_runs(project)
+    (tagged,) = [r for r in runs if r.data.tags.get("dvc.experiment") == "conv-hier"]
+    assert "test/accuracy" in tagged.data.metrics and "hyper/conv1_W_mean" in tagged.data.metrics
+    summary = json.loads((project / "models/hyperpriors.json").read_text())
+    assert set(summary) == {
+        f"{layer}_{part}" for layer in ("conv1", "conv2", "hidden1", "output") for part in "Wb"
+    }
+    assert (project / "plots/hyperpriors.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sweep_is_one_parent_run_with_a_child_per_job(tmp_path, mirror):
+    """Both networks with both prior families, in parallel processes (joblib launcher)."""
+    project, env = make_project(tmp_path, mirror)
+    for script in ("fetch", "preprocess"):
+        run([sys.executable, f"src/{script}.py"], project, env)
+    run(
+        [
+            sys.executable,
+            "src/fit.py",
+            "-m",
+            "model=dense,conv",
+            "prior=fixed,hier",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "hydra.sweep.dir=sweep",
+        ],
+        project,
+        env,
+    )
+    client, runs = mlflow_runs(project)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    variants_seen = {(r.data.params["model.name"], r.data.params["prior.family"]) for r in children}
+    assert variants_seen == {
+        ("dense", "fixed"),
+        ("dense", "hier"),
+        ("conv", "fixed"),
+        ("conv", "hier"),
+    }
+    for child in children:
+        assert {"test/accuracy", "test/nll", "fit/seconds", "fit/elbo"} <= set(child.data.metrics)
+        has_hyper = any(key.startswith("hyper/") for key in child.data.metrics)
+        assert has_hyper == (child.data.params["prior.family"] == "hier")
+    rows = json.loads((project / "metrics/variants.json").read_text())
+    assert len(rows) == 4
+    assert all(
+        set(row) == {"model", "prior", "test_accuracy", "test_nll", "fit_seconds", "n_iter"}
+        for row in rows
+    )
+    assert "variants.json" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    # Every job wrote its own outputs, and had its own PyTensor compile folder.
+    for job in range(4):
+        assert (project / "sweep" / str(job) / "models" / "posterior.npz").is_file()
+        assert (project / "sweep" / str(job) / "plots" / "elbo.png").is_file()
+    assert len(list((project / "sweep" / ".pytensor").iterdir())) >= 2

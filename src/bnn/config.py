@@ -12,8 +12,8 @@ from dataclasses import fields
 
 from bnn.errors import ConfigError
 from bnn.inference import INIT_SCHEMES, LR_DECAYS, OPTIMIZERS, AdviSettings
-from bnn.networks import DenseSpec
-from bnn.priors import PRIOR_FAMILIES, FixedNormal
+from bnn.networks import NETWORKS, ConvSpec, DenseSpec
+from bnn.priors import PRIOR_FAMILIES, FixedNormal, HierarchicalNormal
 
 FLOAT_DTYPES = ("float32", "float64")
 
@@ -61,22 +61,40 @@ def choice(group: str, section: Mapping, key: str, options) -> str:
     return value
 
 
-def model_spec(model: Mapping) -> DenseSpec:
-    """The architecture from ``conf/model/*.yaml``."""
-    choice("model", model, "name", ("dense",))
-    hidden = model.get("n_hidden")
-    if not hidden or any(isinstance(n, bool) or not isinstance(n, int) or n <= 0 for n in hidden):
-        raise _fail(
-            "model", model, "n_hidden", f"must be a list of positive integers, got {hidden!r}"
-        )
-    return DenseSpec(
-        n_hidden=tuple(hidden), activation=choice("model", model, "activation", ("tanh",))
+def positive_ints(group: str, section: Mapping, key: str, allow_empty: bool = False) -> tuple:
+    values = section.get(key)
+    if (values is None or (not values and not allow_empty)) or any(
+        isinstance(n, bool) or not isinstance(n, int) or n <= 0 for n in values
+    ):
+        raise _fail(group, section, key, f"must be a list of positive integers, got {values!r}")
+    return tuple(values)
+
+
+def model_spec(model: Mapping) -> DenseSpec | ConvSpec:
+    """The architecture from ``conf/model/*.yaml``; shape errors name the layer."""
+    name = choice("model", model, "name", tuple(NETWORKS))
+    activation = choice("model", model, "activation", ("tanh",))
+    if name == "dense":
+        return DenseSpec(n_hidden=positive_ints("model", model, "n_hidden"), activation=activation)
+    return ConvSpec(
+        n_filters=positive_ints("model", model, "n_filters"),
+        kernel_size=positive_int("model", model, "kernel_size"),
+        pool_size=positive_int("model", model, "pool_size"),
+        n_hidden=positive_ints("model", model, "n_hidden", allow_empty=True),
+        activation=activation,
     )
 
 
-def prior_family(prior: Mapping):
+def prior_family(prior: Mapping) -> FixedNormal | HierarchicalNormal:
     """The prior family callable from ``conf/prior/*.yaml``."""
-    choice("prior", prior, "family", tuple(PRIOR_FAMILIES))
+    family = choice("prior", prior, "family", tuple(PRIOR_FAMILIES))
+    if family == "hier":
+        noncentred = prior.get("noncentred")
+        if not isinstance(noncentred, bool):
+            raise _fail("prior", prior, "noncentred", f"must be true or false, got {noncentred!r}")
+        return HierarchicalNormal(
+            scale_sigma=positive_float("prior", prior, "scale_sigma"), noncentred=noncentred
+        )
     return FixedNormal(sigma=positive_float("prior", prior, "sigma"))
 
 

@@ -24,6 +24,7 @@ OPTIMIZERS = {
     "adam": pm.adam,
     "adamax": pm.adamax,
     "adagrad": pm.adagrad,
+    "adagrad_window": pm.adagrad_window,
     "rmsprop": pm.rmsprop,
     "momentum": pm.momentum,
     "sgd": pm.sgd,

@@ -38,7 +38,76 @@ def dense(
     """
     weights = prior(f"{name}_W", (n_in, n_out))
     bias = prior(f"{name}_b", (n_out,))
-    outputs = pt.dot(inputs, weights) + bias
+    return _activate(pt.dot(inputs, weights) + bias, activation)
+
+
+def image_patches(inputs: TensorVariable, kernel_size: int, height: int, width: int):
+    """All ``kernel_size`` x ``kernel_size`` patches of channels-last images, one row each.
+
+    Returns shape (batch * out_h * out_w, kernel_size**2 * channels), ordered
+    (row offset, column offset, channel) to match a kernel of shape
+    (kernel_size, kernel_size, channels, n_out) flattened in C order: the
+    im2col layout, so a convolution becomes one matrix product.
+    """
+    out_h, out_w = height - kernel_size + 1, width - kernel_size + 1
+    shifted = [
+        inputs[:, row : row + out_h, col : col + out_w, :]
+        for row in range(kernel_size)
+        for col in range(kernel_size)
+    ]
+    patches = pt.stack(shifted, axis=3)  # (batch, out_h, out_w, k*k, channels)
+    return patches.reshape((-1, kernel_size * kernel_size * inputs.shape[-1]))
+
+
+def conv2d(
+    name: str,
+    inputs: TensorVariable,
+    in_shape: tuple[int, int, int],
+    n_out: int,
+    kernel_size: int,
+    prior: PriorFamily,
+    activation: str = "linear",
+) -> TensorVariable:
+    """A 'valid' 2-D convolution of channels-last images, as im2col and one GEMM.
+
+    Parameters
+    ----------
+    name : str
+        Layer name; the weights are ``{name}_W`` (k, k, c_in, n_out) and ``{name}_b`` (n_out,).
+    inputs : TensorVariable
+        Images of shape (batch, height, width, c_in).
+    in_shape : tuple of int
+        (height, width, c_in), known when the network is built.
+    n_out : int
+        Number of filters.
+    kernel_size : int
+        Side of the square kernel.
+    prior : PriorFamily
+        Where the weights come from.
+    activation : {"tanh", "linear"}
+        Nonlinearity applied to the output. The default is "linear".
+    """
+    height, width, n_in = in_shape
+    weights = prior(f"{name}_W", (kernel_size, kernel_size, n_in, n_out))
+    bias = prior(f"{name}_b", (n_out,))
+    patches = image_patches(inputs, kernel_size, height, width)
+    outputs = pt.dot(patches, weights.reshape((kernel_size * kernel_size * n_in, n_out))) + bias
+    out_h, out_w = height - kernel_size + 1, width - kernel_size + 1
+    return _activate(outputs.reshape((-1, out_h, out_w, n_out)), activation)
+
+
+def max_pool(inputs: TensorVariable, in_shape: tuple[int, int, int], size: int) -> TensorVariable:
+    """Non-overlapping ``size`` x ``size`` max-pooling of channels-last images.
+
+    A reshape and a max: each pooling window becomes two axes of its own.
+    Height and width must be multiples of ``size``.
+    """
+    height, width, channels = in_shape
+    windows = inputs.reshape((-1, height // size, size, width // size, size, channels))
+    return windows.max(axis=(2, 4))
+
+
+def _activate(outputs: TensorVariable, activation: str) -> TensorVariable:
     if activation == "tanh":
         return pt.tanh(outputs)
     if activation == "linear":

@@ -3,7 +3,9 @@
 A :class:`Posterior` holds, for each free variable of the model, the mean and
 standard deviation of its Gaussian factor (in PyMC's unconstrained space),
 plus what is needed to rebuild the network: the architecture spec and the
-prior settings. It is saved as ``posterior.npz`` (``allow_pickle=False``) and
+prior settings. Its draws come back as the network's weights (see
+:func:`bnn.priors.network_weights`), whatever the prior's parametrisation.
+It is saved as ``posterior.npz`` (``allow_pickle=False``) and
 ``posterior.json`` beside it.
 """
 
@@ -20,6 +22,7 @@ import numpy as np
 from bnn.atomic import atomic_path, write_text
 from bnn.errors import DataError
 from bnn.networks import spec_from_dict
+from bnn.priors import network_weights
 
 ARRAYS_FILE = "posterior.npz"
 META_FILE = "posterior.json"
@@ -43,18 +46,28 @@ class Posterior:
     ) -> Iterator[dict[str, np.ndarray]]:
         """Yield weight draws in chunks of at most ``chunk_size``, each with a leading draw axis.
 
-        Only ``chunk_size`` draws of every variable are in memory at once.
+        Every free variable is drawn from its Gaussian factor, then the draws
+        become network weights (``{layer}_W``, ``{layer}_b``); hyperprior
+        scales are used and dropped. Only ``chunk_size`` draws of every
+        variable are in memory at once.
         """
         for first in range(0, n_draws, chunk_size):
             size = min(chunk_size, n_draws - first)
-            yield {
-                name: mean + self.stds[name] * rng.standard_normal((size, *mean.shape), mean.dtype)
-                for name, mean in self.means.items()
-            }
+            yield network_weights(
+                {
+                    name: mean
+                    + self.stds[name] * rng.standard_normal((size, *mean.shape), mean.dtype)
+                    for name, mean in self.means.items()
+                }
+            )
 
     def point(self) -> dict[str, np.ndarray]:
-        """The posterior means as a single draw (leading axis of length 1)."""
-        return {name: mean[None] for name, mean in self.means.items()}
+        """The network at the means of the factors, as a single draw (leading axis of length 1).
+
+        For a non-centred prior that is ``mean(raw) * exp(mean(log scale))``:
+        the weights at the approximation's mode in its own coordinates.
+        """
+        return network_weights({name: mean[None] for name, mean in self.means.items()})
 
 
 def from_approximation(approx, meta: dict) -> Posterior:

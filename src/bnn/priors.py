@@ -5,6 +5,11 @@ returns the PyMC variable to use as that weight. This is the bridge of the 2016
 experiment (Lasagne's ``W=init`` slot filled with a PyMC distribution): layers
 never know which prior they get, so a new family is one class here plus one
 file in ``conf/prior/``.
+
+A family may add free variables of its own (a hyperprior scale, a non-centred
+``raw`` variable). :func:`network_weights` turns draws of those free variables
+back into the network's weights, so the NumPy forward pass needs no knowledge
+of the prior.
 """
 
 from __future__ import annotations
@@ -12,8 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import pymc as pm
 from pytensor.tensor import TensorVariable
+
+SCALE_SUFFIX = "_scale"
+RAW_SUFFIX = "_raw"
+# PyMC names the value variable of a positive variable after its log transform.
+LOG_SUFFIX = "_log__"
 
 
 class PriorFamily(Protocol):
@@ -40,4 +51,93 @@ class FixedNormal:
         return pm.Normal(name, mu=0.0, sigma=self.sigma, shape=shape)
 
 
-PRIOR_FAMILIES = {"fixed": FixedNormal}
+@dataclass(frozen=True)
+class HierarchicalNormal:
+    r"""Normal priors whose scale is itself uncertain: one scale per weight array.
+
+    Every call (every ``W`` and every ``b`` of every layer) gets its own scale
+    ``{name}_scale`` with a half-normal hyperprior:
+
+    .. math::
+
+        \tau &\sim \mathrm{HalfNormal}(s), \\
+        w_i \mid \tau &\sim \mathcal{N}(0, \tau^2).
+
+    Non-centred, the same prior is written through standard-normal ``{name}_raw``
+    variables, which decouples the weights from their scale in the posterior
+    (the funnel that a mean-field Gaussian fits badly):
+
+    .. math:: z_i \sim \mathcal{N}(0, 1), \qquad w_i = \tau z_i .
+
+    The weight is then a ``pm.Deterministic`` named ``{name}``, so the network
+    and its NumPy twin see the same names either way.
+
+    Parameters
+    ----------
+    scale_sigma : float
+        Scale :math:`s` of the half-normal hyperprior on each :math:`\tau`.
+        The default is 1.0.
+    noncentred : bool
+        Use the non-centred parametrisation. The default is False.
+    """
+
+    scale_sigma: float = 1.0
+    noncentred: bool = False
+
+    def __call__(self, name: str, shape: tuple[int, ...]) -> TensorVariable:
+        scale = pm.HalfNormal(f"{name}{SCALE_SUFFIX}", sigma=self.scale_sigma)
+        if not self.noncentred:
+            return pm.Normal(name, mu=0.0, sigma=scale, shape=shape)
+        raw = pm.Normal(f"{name}{RAW_SUFFIX}", mu=0.0, sigma=1.0, shape=shape)
+        return pm.Deterministic(name, raw * scale)
+
+
+PRIOR_FAMILIES = {"fixed": FixedNormal, "hier": HierarchicalNormal}
+
+
+def network_weights(draws: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    r"""The network's weights from draws of the model's value variables.
+
+    Draws are keyed as PyMC names the value variables (``hidden1_W``,
+    ``hidden1_W_raw``, ``hidden1_W_scale_log__``) and carry a leading draw
+    axis. Every non-centred pair becomes its weight,
+
+    .. math:: w = z \exp(\log \tau),
+
+    with the scale of each draw broadcast over that draw's array; the
+    ``*_scale_log__`` entries are dropped, and every other entry passes through
+    unchanged, so the fixed prior's draws come back as they were.
+
+    Parameters
+    ----------
+    draws : dict of ndarray
+        Value-variable draws, each of shape (draws, ...); a scale has shape (draws,).
+
+    Returns
+    -------
+    dict of ndarray
+        ``{layer}_W`` and ``{layer}_b`` (plus any other non-scale entries).
+
+    Raises
+    ------
+    KeyError
+        If a ``{name}_raw`` entry has no ``{name}_scale_log__`` beside it.
+    """
+    weights = {}
+    for key, value in draws.items():
+        if key.endswith(SCALE_SUFFIX + LOG_SUFFIX):
+            continue
+        if not key.endswith(RAW_SUFFIX):
+            weights[key] = value
+            continue
+        name = key.removesuffix(RAW_SUFFIX)
+        scale_key = f"{name}{SCALE_SUFFIX}{LOG_SUFFIX}"
+        if scale_key not in draws:
+            raise KeyError(
+                f"{key} has no {scale_key} beside it; pass every value variable of the "
+                "non-centred model"
+            )
+        log_scale = np.asarray(draws[scale_key])
+        scale = np.exp(log_scale).reshape(log_scale.shape + (1,) * (value.ndim - log_scale.ndim))
+        weights[name] = value * scale
+    return weights

@@ -34,3 +34,8 @@ def read_table(path: str | os.PathLike, sep: str = "\t") -> dict[str, list[str]]
 
 def _format(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def write_json_list(path: str | os.PathLike, rows: Sequence[Mapping]) -> None:
+    """Write a list of objects as pretty JSON (a DVC metrics or table file)."""
+    write_text(path, json.dumps(list(rows), indent=2) + "\n")

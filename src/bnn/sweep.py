@@ -1,0 +1,71 @@
+"""Hydra multirun sweeps as one MLflow parent run with a child run per job.
+
+:class:`MlflowSweepCallback` is registered in ``conf/config.yaml`` under
+``hydra.callbacks``. It creates the parent with ``MlflowClient.create_run``
+rather than ``mlflow.start_run``: an active run in the launcher process would
+make every job's own ``start_run`` fail. The parent id travels to the jobs in
+an environment variable of our own; ``MLFLOW_RUN_ID`` would make the jobs
+*resume* the parent instead of nesting under it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from bnn import tracking, variants
+
+PARENT_RUN_ENV = "BNN_MLFLOW_PARENT_RUN_ID"
+
+
+def child_tags() -> dict[str, str]:
+    """Tags that nest a job's run under the sweep's parent run (none outside a sweep)."""
+    parent = os.environ.get(PARENT_RUN_ENV)
+    return {"mlflow.parentRunId": parent} if parent else {}
+
+
+class MlflowSweepCallback(Callback):
+    """Parent run at the start of a multirun; the variants table at its end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        uri = tracking.tracking_uri(config.mlflow.tracking_uri)
+        experiment_id = tracking.ensure_experiment(uri, config.mlflow.experiment)
+        # The launcher process has no HydraConfig yet; the config carries its hydra node.
+        overrides = " ".join(config.hydra.overrides.task)
+        parent = MlflowClient(uri).create_run(
+            experiment_id,
+            run_name=f"sweep: {overrides}" if overrides else "sweep",
+            tags=tracking.run_tags() | {"bnn.sweep_dir": str(config.hydra.sweep.dir)},
+        )
+        os.environ[PARENT_RUN_ENV] = parent.info.run_id
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        # Parallel jobs sharing PyTensor's compile cache wait on its lock; give each
+        # worker process a folder of its own, before the job imports PyTensor.
+        if "pytensor" not in sys.modules and "base_compiledir" not in os.environ.get(
+            "PYTENSOR_FLAGS", ""
+        ):
+            folder = Path(config.hydra.sweep.dir).resolve() / ".pytensor" / str(os.getpid())
+            flags = os.environ.get("PYTENSOR_FLAGS", "")
+            os.environ["PYTENSOR_FLAGS"] = ",".join(
+                filter(None, [flags, f"base_compiledir={folder}"])
+            )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        parent = os.environ.pop(PARENT_RUN_ENV, None)
+        if parent is None:
+            return
+        uri = tracking.tracking_uri(config.mlflow.tracking_uri)
+        rows = variants.rows_from_store(uri, config.mlflow.experiment, parent_run_id=parent)
+        variants.write(rows, Path(config.paths.metrics))
+        client = MlflowClient(uri)
+        for name in ("variants.json", "variants.md", "variants.png"):
+            path = Path(config.paths.metrics) / name
+            if path.is_file():
+                client.log_artifact(parent, str(path))
+        client.set_terminated(parent, "FINISHED")
