@@ -99,9 +99,10 @@ def write(rows: list[dict], folder) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Rebuild the table from the MLflow store: ``python -m bnn.variants [metrics folder]``."""
+    """Rebuild the table: ``python -m bnn.variants [metrics folder] [MLflow experiment]``."""
     folder = Path(argv[0]) if argv else Path("metrics")
-    rows = rows_from_store(tracking.tracking_uri(), "bnn-mnist")
+    experiment = argv[1] if len(argv) > 1 else "bnn-mnist"
+    rows = rows_from_store(tracking.tracking_uri(), experiment)
     write(rows, folder)
     print(markdown(rows))
     return 0
