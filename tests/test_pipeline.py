@@ -291,10 +291,8 @@ def test_sweep_is_one_parent_run_with_a_child_per_job(tmp_path, mirror):
         assert has_hyper == (child.data.params["prior.family"] == "hier")
     rows = json.loads((project / "metrics/variants.json").read_text())
     assert len(rows) == 4
-    assert all(
-        set(row) == {"model", "prior", "test_accuracy", "test_nll", "fit_seconds", "n_iter"}
-        for row in rows
-    )
+    keys = {"model", "prior", "preset", "test_accuracy", "test_nll", "fit_seconds", "n_iter"}
+    assert all(set(row) == keys for row in rows)
     assert "variants.json" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     # Every job wrote its own outputs, and had its own PyTensor compile folder.
     for job in range(4):

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from bnn import reports, tracking
 from bnn.atomic import atomic_path, write_text
 
-COLUMNS = ("model", "prior", "test_accuracy", "test_nll", "fit_seconds", "n_iter")
+COLUMNS = ("model", "prior", "preset", "test_accuracy", "test_nll", "fit_seconds", "n_iter")
 
 
 def row_from_run(run) -> dict | None:
@@ -26,6 +26,8 @@ def row_from_run(run) -> dict | None:
     return {
         "model": params.get("model.name"),
         "prior": params.get("prior.family"),
+        # Runs logged before presets were named ran the defaults.
+        "preset": params.get("preset", "default"),
         "test_accuracy": values["test/accuracy"],
         "test_nll": values.get("test/nll"),
         "fit_seconds": values.get("fit/seconds"),
@@ -35,12 +37,12 @@ def row_from_run(run) -> dict | None:
 
 
 def latest_rows(runs) -> list[dict]:
-    """The newest finished run of each (model, prior), sorted by model then prior."""
+    """The newest finished run of each (model, prior, preset), sorted by those keys."""
     rows = {}
     for run in sorted(runs, key=lambda r: r.info.start_time):
         row = row_from_run(run)
         if row is not None:
-            rows[(row["model"], row["prior"])] = row
+            rows[(row["model"], row["prior"], row["preset"])] = row
     return [rows[key] for key in sorted(rows)]
 
 
@@ -58,15 +60,15 @@ def rows_from_store(uri: str, experiment: str, parent_run_id: str | None = None)
 def markdown(rows: list[dict]) -> str:
     """The table as GitHub markdown."""
     lines = [
-        "| model | prior | test accuracy | test NLL | fit time | iterations |",
-        "|---|---|---|---|---|---|",
+        "| model | prior | preset | test accuracy | test NLL | fit time | iterations |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         nll = "" if row["test_nll"] is None else f"{row['test_nll']:.4f}"
         minutes = "" if row["fit_seconds"] is None else f"{row['fit_seconds'] / 60:.1f} min"
         lines.append(
-            f"| {row['model']} | {row['prior']} | {100 * row['test_accuracy']:.2f}% | {nll} "
-            f"| {minutes} | {row['n_iter']:,} |"
+            f"| {row['model']} | {row['prior']} | {row['preset']} "
+            f"| {100 * row['test_accuracy']:.2f}% | {nll} | {minutes} | {row['n_iter']:,} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -74,7 +76,11 @@ def markdown(rows: list[dict]) -> str:
 def plot(rows: list[dict], path) -> None:
     """Test accuracy and NLL of each variant, side by side."""
     figure = Figure(figsize=(9, 3.6), layout="constrained")
-    names = [f"{row['model']}\n{row['prior']}" for row in rows]
+    names = [
+        f"{row['model']}\n{row['prior']}"
+        + ("" if row["preset"] == "default" else f"\n{row['preset']}")
+        for row in rows
+    ]
     accuracy_axes, nll_axes = figure.subplots(1, 2)
     accuracy_axes.bar(names, [100 * row["test_accuracy"] for row in rows], color="tab:blue")
     accuracy_axes.set_ylim(min(100 * row["test_accuracy"] for row in rows) - 1, 100)
