@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pymc as pm
 import pytensor
+import pytensor.tensor as pt
 
 from bnn.networks import build_network
 from bnn.priors import PriorFamily
@@ -17,6 +18,26 @@ def label_dtype() -> str:
     so labels must be int16 in float32 mode and int32 in float64 mode.
     """
     return "int16" if pytensor.config.floatX == "float32" else "int32"
+
+
+def categorical_logit_logp(value, logits):
+    """``log softmax(logits)[value]``, computed without forming the probabilities.
+
+    ``pm.Categorical(logit_p=...)`` takes ``log`` of ``softmax``: in float32 a
+    probability below ~1e-38 underflows to 0, its log is -inf and every
+    gradient turns NaN (seen with the 2016 initialisation, whose tanh units
+    saturate and whose logits differ by hundreds).
+    """
+    log_p = pt.special.log_softmax(logits, axis=-1)
+    return pt.take_along_axis(log_p, value[..., None].astype("int64"), axis=-1)[..., 0]
+
+
+def categorical_logit_random(logits, rng=None, size=None):
+    """Labels drawn from ``softmax(logits)`` by the Gumbel-max trick."""
+    logits = np.asarray(logits)
+    if size is not None:
+        logits = np.broadcast_to(logits, (*size, logits.shape[-1]))
+    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=-1)
 
 
 def bnn_model(
@@ -50,5 +71,14 @@ def bnn_model(
     with pm.Model() as model:
         image_batch, label_batch = pm.Minibatch(images, labels, batch_size=batch_size)
         logits = build_network(image_batch, spec, prior)
-        pm.Categorical("label", logit_p=logits, observed=label_batch, total_size=len(labels))
+        pm.CustomDist(
+            "label",
+            logits,
+            logp=categorical_logit_logp,
+            random=categorical_logit_random,
+            signature="(k)->()",
+            dtype=labels.dtype.name,
+            observed=label_batch,
+            total_size=len(labels),
+        )
     return model
