@@ -6,7 +6,14 @@ import numpy as np
 import pymc as pm
 import pytest
 
-from bnn.inference import AdviSettings, elbo_curve, fit_advi, initial_means, learning_rate_at
+from bnn.inference import (
+    AdviSettings,
+    DivergedError,
+    elbo_curve,
+    fit_advi,
+    initial_means,
+    learning_rate_at,
+)
 from bnn.model import bnn_model
 from bnn.networks import DenseSpec
 from bnn.posterior import from_approximation
@@ -48,6 +55,17 @@ def test_same_seed_same_posterior_and_history():
     np.testing.assert_array_equal(runs[0].approx.mean.eval(), runs[1].approx.mean.eval())
     other = fit_advi(tiny_bnn(), settings, seed=8, progressbar=False)
     assert not np.array_equal(other.loss_history, runs[0].loss_history)
+
+
+def test_divergence_is_one_error_naming_the_variable():
+    # Plain SGD at an absurd step size overflows within a few steps.
+    settings = AdviSettings(
+        n_iter=50, batch_size=16, optimizer="sgd", learning_rate=1e30, float_dtype="float64"
+    )
+    with pytest.raises(
+        DivergedError, match=r"ADVI diverged: .*RV `\w+`.* inference\.learning_rate"
+    ):
+        fit_advi(tiny_bnn(), settings, seed=0, progressbar=False)
 
 
 def test_initial_means_are_glorot_scaled_and_biases_zero():

@@ -133,9 +133,11 @@ def fit_advi(
                 progressbar=progressbar,
             )
         except FloatingPointError as error:
-            first_line = str(error).splitlines()[-1]
+            # PyMC lists every NaN entry; the first one names the variable.
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            where = next((line for line in lines if "approximation of RV" in line), lines[0])
             raise DivergedError(
-                f"ADVI diverged: {first_line} Lower inference.learning_rate or "
+                f"ADVI diverged: {where} Lower inference.learning_rate or "
                 "inference.start_sigma, or set inference.float_dtype=float64."
             ) from None
         seconds = time.perf_counter() - began

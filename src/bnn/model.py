@@ -32,12 +32,9 @@ def categorical_logit_logp(value, logits):
     return pt.take_along_axis(log_p, value[..., None].astype("int64"), axis=-1)[..., 0]
 
 
-def categorical_logit_random(logits, rng=None, size=None):
-    """Labels drawn from ``softmax(logits)`` by the Gumbel-max trick."""
-    logits = np.asarray(logits)
-    if size is not None:
-        logits = np.broadcast_to(logits, (*size, logits.shape[-1]))
-    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=-1)
+def categorical_logit_dist(logits, size):
+    """Draws of the label: PyMC's own categorical sampler (the log-density is ours)."""
+    return pm.Categorical.dist(logit_p=logits, size=size)
 
 
 def bnn_model(
@@ -74,10 +71,9 @@ def bnn_model(
         pm.CustomDist(
             "label",
             logits,
+            dist=categorical_logit_dist,
             logp=categorical_logit_logp,
-            random=categorical_logit_random,
             signature="(k)->()",
-            dtype=labels.dtype.name,
             observed=label_batch,
             total_size=len(labels),
         )
