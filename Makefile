@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 PYTHON ?= $(shell command -v python3.12 || command -v python3)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help env run test test-slow lint params lock clean
+.PHONY: help env run test test-slow bench lint params lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F ':.*?## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ test: env ## Run the test suite (fast tests; tiny synthetic data)
 
 test-slow: env ## Run only the slow tests (real MNIST, longer fits)
 	$(PY) -m pytest -q -m slow
+
+bench: env ## Measure fit and predictive speed against PyMC's defaults (metrics/bench.*)
+	$(PY) -m bnn.bench --out metrics
 
 lint: env ## Check style with ruff
 	$(VENV)/bin/ruff check src tests scripts

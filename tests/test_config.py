@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from bnn import config
 from bnn.errors import ConfigError
+from bnn.networks import ConvSpec, DenseSpec
 from bnn.params_file import compose_params, in_sync
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,8 +114,21 @@ def test_hier_prior_and_conv_model_validate():
         config.model_spec(composed(["model=conv", "model.n_filters=[8,8,8]"]).model)
 
 
+def test_model_settings_come_from_the_spec_class():
+    # Each network's config file gives exactly its spec's fields: no branch per network.
+    assert config.model_spec(composed(["model=dense"]).model) == DenseSpec()
+    assert config.model_spec(composed(["model=conv"]).model) == ConvSpec()
+    with pytest.raises(
+        ConfigError, match=r"model.depth is not a setting of model dense.*dense.yaml"
+    ):
+        config.model_spec({"name": "dense", "n_hidden": [8], "activation": "tanh", "depth": 3})
+    with pytest.raises(ConfigError, match=r"model.kernel_size must be a positive integer, got 0"):
+        config.model_spec(composed(["model=conv", "model.kernel_size=0"]).model)
+
+
 def test_original_experiment_preset():
     cfg = composed(["experiment=original"])
+    assert cfg.preset == "original" and composed().preset == "default"
     assert cfg.prior.sigma == 0.1 and cfg.inference.n_iter == 50000
     settings = config.advi_settings(cfg.inference)
     assert (settings.init_means, settings.init_scale, settings.start_sigma) == ("normal", 1.0, 1.0)

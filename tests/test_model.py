@@ -67,3 +67,24 @@ def test_prior_predictive_labels_come_from_the_network():
     sampled = draws.prior_predictive["label"].values
     assert sampled.shape == (1, 20, 10)
     assert set(np.unique(sampled)) <= set(range(10))
+
+
+def test_float32_logp_and_gradient_match_float64():
+    # Identical rows, so every minibatch is the same whatever indices it draws.
+    rng = np.random.default_rng(5)
+    images, labels = np.tile(rng.uniform(size=784), (40, 1)), np.full(40, 3)
+    spec = DenseSpec(n_hidden=(6,))
+    results = {}
+    for dtype in ("float64", "float32"):
+        with pytensor.config.change_flags(floatX=dtype):
+            model = bnn_model_module.bnn_model(images, labels, spec, FixedNormal(1.0), 40)
+            point_rng = np.random.default_rng(6)  # the same point in both dtypes
+            point = {
+                name: (point_rng.normal(scale=0.1, size=value.shape)).astype(dtype)
+                for name, value in model.initial_point().items()
+            }
+            logp = model.compile_logp(mode="FAST_COMPILE")(point)
+            gradient = model.compile_dlogp(mode="FAST_COMPILE")(point)
+        results[dtype] = (float(logp), np.asarray(gradient, dtype=np.float64))
+    assert results["float32"][0] == pytest.approx(results["float64"][0], rel=1e-5)
+    np.testing.assert_allclose(results["float32"][1], results["float64"][1], rtol=1e-3, atol=1e-3)

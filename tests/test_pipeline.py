@@ -20,6 +20,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from bnn import reports
 from bnn.params_file import compose_params
 from conftest import LocalHTTPServer
 from helpers_mnist import idx_md5s, synthetic_mnist, write_synthetic_idx
@@ -29,7 +30,12 @@ STAGE_SCRIPTS = ["fetch", "preprocess", "fit", "sample_ppc", "evaluate", "plots"
 TINY = {
     "model/dense.yaml": {"n_hidden": [16]},
     "model/conv.yaml": {"n_filters": [2, 3], "n_hidden": [8]},
-    "inference/advi.yaml": {"n_iter": 80, "batch_size": 32, "elbo_log_points": 40},
+    "inference/advi.yaml": {
+        "n_iter": 80,
+        "batch_size": 32,
+        "elbo_log_points": 40,
+        "validate_every": 20,
+    },
     "config.yaml": {"predictive": {"draws": 12, "chunk_draws": 5, "chunk_images": 17}},
 }
 
@@ -111,6 +117,13 @@ def check_outputs(project: Path) -> dict:
     assert lines[0] == "actual,predicted" and len(lines) == 61
     elbo = (project / "metrics/elbo.tsv").read_text().splitlines()
     assert elbo[0] == "step\telbo" and len(elbo) == 41
+    checks = reports.read_table(project / "metrics/validation.tsv")
+    assert checks["step"] == ["20", "40", "60", "80"]
+    seconds = [float(value) for value in checks["seconds"]]
+    assert seconds == sorted(seconds) and seconds[0] > 0
+    fit = json.loads((project / "metrics/fit.json").read_text())
+    assert fit["fit_seconds"] >= seconds[-1]
+    assert 0.0 <= fit["valid_accuracy_at_mean"] <= 1.0
     for plot in ("elbo.png", "confusion.png", "chisquare.png"):
         assert (project / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (project / "models/posterior.npz").is_file()
@@ -125,6 +138,8 @@ def check_run(client, run, metrics: dict) -> None:
     assert "fit/seconds" in run.data.metrics and "ppc/seconds" in run.data.metrics
     history = client.get_metric_history(run.info.run_id, "fit/elbo")
     assert [m.step for m in history] == list(range(2, 81, 2))
+    checks = client.get_metric_history(run.info.run_id, "valid/accuracy")
+    assert [m.step for m in checks] == [20, 40, 60, 80]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/elbo.png", "plots/confusion.png", "plots/chisquare.png"}
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"config.yaml"}

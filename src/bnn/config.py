@@ -16,6 +16,7 @@ from bnn.networks import NETWORKS, ConvSpec, DenseSpec
 from bnn.priors import PRIOR_FAMILIES, FixedNormal, HierarchicalNormal
 
 FLOAT_DTYPES = ("float32", "float64")
+ACTIVATIONS = ("tanh",)
 
 
 CONFIG_GROUPS = ("data", "model", "prior", "inference")
@@ -71,18 +72,28 @@ def positive_ints(group: str, section: Mapping, key: str, allow_empty: bool = Fa
 
 
 def model_spec(model: Mapping) -> DenseSpec | ConvSpec:
-    """The architecture from ``conf/model/*.yaml``; shape errors name the layer."""
+    """The architecture from ``conf/model/*.yaml``; shape errors name the layer.
+
+    The spec class registered under ``model.name`` says which keys there are:
+    each field is read and checked by its type (a tuple of layer sizes, an
+    integer, the activation), so a new architecture needs no code here.
+    """
     name = choice("model", model, "name", tuple(NETWORKS))
-    activation = choice("model", model, "activation", ("tanh",))
-    if name == "dense":
-        return DenseSpec(n_hidden=positive_ints("model", model, "n_hidden"), activation=activation)
-    return ConvSpec(
-        n_filters=positive_ints("model", model, "n_filters"),
-        kernel_size=positive_int("model", model, "kernel_size"),
-        pool_size=positive_int("model", model, "pool_size"),
-        n_hidden=positive_ints("model", model, "n_hidden", allow_empty=True),
-        activation=activation,
-    )
+    spec_class, _ = NETWORKS[name]
+    settings = {f.name: f for f in fields(spec_class) if f.name != "name"}
+    unknown = sorted(set(model) - set(settings) - {"name"})
+    if unknown:
+        raise _fail("model", model, unknown[0], f"is not a setting of model {name}")
+    values = {}
+    for key, field in settings.items():
+        if key == "activation":
+            values[key] = choice("model", model, key, ACTIVATIONS)
+        elif str(field.type).startswith("tuple"):
+            # No hidden layers is a valid net (softmax regression on the features).
+            values[key] = positive_ints("model", model, key, allow_empty=key == "n_hidden")
+        else:
+            values[key] = positive_int("model", model, key)
+    return spec_class(**values)
 
 
 def prior_family(prior: Mapping) -> FixedNormal | HierarchicalNormal:
@@ -118,6 +129,7 @@ def advi_settings(inference: Mapping) -> AdviSettings:
         init_scale=positive_float(group, inference, "init_scale"),
         start_sigma=positive_float(group, inference, "start_sigma"),
         elbo_log_points=positive_int(group, inference, "elbo_log_points"),
+        validate_every=positive_int(group, inference, "validate_every"),
     )
 
 

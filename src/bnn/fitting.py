@@ -23,11 +23,15 @@ def fit_posterior(
     seed: int,
     meta: dict,
     progressbar: bool = True,
+    callbacks=(),
 ) -> tuple[Posterior, FitResult]:
-    """Build the model in the configured float dtype, fit ADVI, return the posterior arrays."""
+    """Build the model in the configured float dtype, fit ADVI, return the posterior arrays.
+
+    ``callbacks`` are PyMC fit callbacks, such as :class:`bnn.validation.ValidationMonitor`.
+    """
     with pytensor.config.change_flags(floatX=settings.float_dtype):
         model = bnn_model(train.images, train.labels, spec, prior, settings.batch_size)
-        result = fit_advi(model, settings, seed, progressbar=progressbar)
+        result = fit_advi(model, settings, seed, progressbar=progressbar, callbacks=callbacks)
         meta = meta | {"model": spec.to_dict(), "float_dtype": settings.float_dtype}
         posterior = from_approximation(result.approx, meta)
     return posterior, result

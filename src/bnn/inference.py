@@ -52,6 +52,7 @@ class AdviSettings:
     init_scale: float = 1.0
     start_sigma: float = 1e-3
     elbo_log_points: int = 1000
+    validate_every: int = 250
 
 
 @dataclass
@@ -60,7 +61,8 @@ class FitResult:
 
     approx: pm.MeanField
     loss_history: np.ndarray  # negative ELBO estimate at every iteration
-    seconds: float
+    seconds: float  # wall time of the fit, compilation included
+    began: float = 0.0  # time.perf_counter() when the fit started
 
     @property
     def elbo_history(self) -> np.ndarray:
@@ -141,7 +143,9 @@ def fit_advi(
                 "inference.start_sigma, or set inference.float_dtype=float64."
             ) from None
         seconds = time.perf_counter() - began
-    return FitResult(approx=approx, loss_history=np.asarray(approx.hist), seconds=seconds)
+    return FitResult(
+        approx=approx, loss_history=np.asarray(approx.hist), seconds=seconds, began=began
+    )
 
 
 def elbo_curve(elbo_history: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray]:

@@ -68,13 +68,29 @@ def bnn_model(
     with pm.Model() as model:
         image_batch, label_batch = pm.Minibatch(images, labels, batch_size=batch_size)
         logits = build_network(image_batch, spec, prior)
-        pm.CustomDist(
-            "label",
-            logits,
-            dist=categorical_logit_dist,
-            logp=categorical_logit_logp,
-            signature="(k)->()",
-            observed=label_batch,
-            total_size=len(labels),
-        )
+        label_variable(logits, observed=label_batch, total_size=len(labels))
     return model
+
+
+def predictive_model(images: np.ndarray, spec, prior: PriorFamily) -> pm.Model:
+    """The same network on fixed ``images`` with unobserved labels.
+
+    This is the model ``pm.sample_posterior_predictive`` needs: the reference
+    our NumPy posterior predictive is tested and benchmarked against.
+    """
+    images = np.asarray(images, dtype=pytensor.config.floatX).reshape(len(images), -1)
+    with pm.Model() as model:
+        label_variable(build_network(pt.as_tensor_variable(images), spec, prior))
+    return model
+
+
+def label_variable(logits, **kwargs):
+    """The label given the network's ``logits``; ``kwargs`` go to ``pm.CustomDist``."""
+    return pm.CustomDist(
+        "label",
+        logits,
+        dist=categorical_logit_dist,
+        logp=categorical_logit_logp,
+        signature="(k)->()",
+        **kwargs,
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from bnn import hyperpriors, metrics, plots, posterior, predictive, reports, tracking
+from bnn import hyperpriors, metrics, plots, posterior, predictive, reports, tracking, validation
 from bnn.atomic import atomic_path
 from bnn.dataset import load_split
 from bnn.fitting import fit_posterior, posterior_mean_accuracy, report_elbo
@@ -61,20 +61,38 @@ def fit(
     run_name = f"{spec.name}-{params['prior']['family']}"
     with tracking.fit_run(uri, experiment, run_name, params, run_tags) as run_id:
         meta = {"mlflow_run_id": run_id, "prior": params["prior"], "seed": seed}
-        fitted, result = fit_posterior(train, spec, prior, settings, seed, meta)
+        monitor = validation.ValidationMonitor(valid, spec, settings.validate_every)
+        fitted, result = fit_posterior(
+            train, spec, prior, settings, seed, meta, callbacks=[monitor]
+        )
         posterior.save(fitted, paths.models)
         report_elbo(run_id, result, paths.metrics / "elbo.tsv", settings.elbo_log_points)
+        checks = monitor.curve(result.began)
+        report_validation(run_id, checks, paths.metrics / "validation.tsv")
         valid_accuracy = posterior_mean_accuracy(fitted, valid)
-        tracking.log_metrics(
-            {"fit_seconds": result.seconds, "valid_accuracy_at_mean": valid_accuracy}
-        )
+        fit_seconds = result.seconds - monitor.own_seconds
+        fit_metrics = {
+            "fit_seconds": fit_seconds,
+            "valid_accuracy_at_mean": valid_accuracy,
+            **validation.time_to_accuracy(checks),
+        }
+        reports.write_json(paths.metrics / "fit.json", fit_metrics)
+        tracking.log_metrics(fit_metrics)
         tracking.log_text_artifact(yaml.safe_dump(params, sort_keys=False), "config.yaml")
         summary = hyperpriors.summarise(fitted)
         if summary:
             hyperpriors.write_json(summary, paths.models / "hyperpriors.json")
             hyperpriors.log_to_mlflow(summary)
-        print(f"fit: {result.seconds:.0f} s; validation accuracy at the mean {valid_accuracy:.4f}")
+        print(f"fit: {fit_seconds:.0f} s; validation accuracy at the mean {valid_accuracy:.4f}")
     return run_id
+
+
+def report_validation(run_id: str, rows, tsv_path: Path) -> None:
+    """The validation curve as a DVC plot (by step and by fit seconds) and an MLflow series."""
+    reports.write_table(tsv_path, ["step", "seconds", "accuracy"], rows)
+    if rows:
+        steps, _, scores = zip(*rows, strict=True)
+        tracking.log_metric_series(run_id, "valid/accuracy", steps, scores)
 
 
 def sample_ppc(

@@ -1,0 +1,56 @@
+"""The benchmark: the roofline's arithmetic, and the whole bench in its tiny mode."""
+
+import json
+import math
+
+import pytest
+
+from bnn import bench, roofline
+from bnn.networks import ConvSpec, DenseSpec
+
+
+def test_dense_step_flops_count_every_matrix_product_three_times():
+    # 784-800-800-10 at batch 500: FACTS.md's 3.85 GFLOP per step.
+    flops = roofline.advi_step_flops(DenseSpec(), 500)
+    assert flops == 3 * 2 * 500 * (784 * 800 + 800 * 800 + 800 * 10)
+    assert flops == pytest.approx(3.83e9, rel=0.01)
+
+
+def test_conv_step_flops_count_convolutions_as_im2col_products():
+    spec = ConvSpec()
+    conv1 = 24 * 24 * 25 * 1 * 32  # 28x28 -> 24x24, 5x5 kernel, 1 -> 32 channels
+    conv2 = 8 * 8 * 25 * 32 * 32  # 12x12 -> 8x8, 32 -> 32 channels
+    dense = 4 * 4 * 32 * 256 + 256 * 10
+    assert roofline.forward_flops(spec, 500) == 2 * 500 * (conv1 + conv2 + dense)
+
+
+def test_gemm_peak_and_roofline_are_positive_rates():
+    peak = roofline.gemm_peak("float32", size=256, repeats=2)
+    assert math.isfinite(peak) and peak > 1e8
+    assert roofline.roofline_it_per_s(DenseSpec(), 500, peak) == pytest.approx(
+        peak / roofline.advi_step_flops(DenseSpec(), 500)
+    )
+
+
+def test_step_clock_rate_ignores_warmup():
+    clock = bench.StepClock()
+    clock.times = [0.0, 10.0, 11.0, 12.0, 13.0]  # a slow first step, then 1 s each
+    assert clock.rate_after(2) == pytest.approx(3 / 3)
+
+
+def test_tiny_bench_writes_every_key_for_both_networks(tmp_path):
+    results = bench.main(["--tiny", "--out", str(tmp_path)])
+    assert results == 0
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert set(written) == {"dense", "conv"}
+    for network, values in written.items():
+        assert set(bench.KEYS) <= set(values), network
+        numbers = [values[key] for key in bench.KEYS if key != "dtype"]
+        assert all(math.isfinite(x) and x > 0 for x in numbers), (network, values)
+        assert values["dtype"] == "float32"
+        assert values["baseline_dtype"] == "float64"
+        assert values["speedup_vs_baseline"] == pytest.approx(
+            values["it_per_s"] / values["baseline_it_per_s"]
+        )
+    table = (tmp_path / "bench.md").read_text().splitlines()
+    assert [line.split("|")[1].strip() for line in table[2:]] == ["dense", "conv"]
