@@ -23,9 +23,12 @@ def row_from_run(run) -> dict | None:
     params, values = run.data.params, run.data.metrics
     if "test/accuracy" not in values:
         return None
+    prior = params.get("prior.family")
+    if params.get("prior.noncentred") == "True":  # a parametrisation, compared as a variant
+        prior = f"{prior} non-centred"
     return {
         "model": params.get("model.name"),
-        "prior": params.get("prior.family"),
+        "prior": prior,
         # Runs logged before presets were named ran the defaults.
         "preset": params.get("preset", "default"),
         "test_accuracy": values["test/accuracy"],
