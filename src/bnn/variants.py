@@ -24,8 +24,8 @@ def row_from_run(run) -> dict | None:
     if "test/accuracy" not in values:
         return None
     prior = params.get("prior.family")
-    if params.get("prior.noncentred") == "True":  # a parametrisation, compared as a variant
-        prior = f"{prior} non-centred"
+    if prior == "hier" and params.get("prior.noncentred") != "True":
+        prior = "hier centred"  # the other parametrisation, compared as a variant
     return {
         "model": params.get("model.name"),
         "prior": prior,
