@@ -78,9 +78,9 @@ def markdown(rows: list[dict]) -> str:
 
 def plot(rows: list[dict], path) -> None:
     """Test accuracy and NLL of each variant, side by side."""
-    figure = Figure(figsize=(9, 3.6), layout="constrained")
+    figure = Figure(figsize=(max(9.0, 1.5 * len(rows)), 3.8), layout="constrained")
     names = [
-        f"{row['model']}\n{row['prior']}"
+        "\n".join([row["model"], *row["prior"].split()])
         + ("" if row["preset"] == "default" else f"\n{row['preset']}")
         for row in rows
     ]
