@@ -25,7 +25,7 @@ import pytensor
 from bnn.dataset import load_split
 from bnn.fitting import posterior_mean_accuracy
 from bnn.inference import AdviSettings, fit_advi
-from bnn.metrics import accuracy, mode_prediction
+from bnn.metrics import accuracy, label_counts, mode_prediction
 from bnn.model import bnn_model
 from bnn.networks import DenseSpec
 from bnn.posterior import from_approximation
@@ -62,7 +62,7 @@ def run_one(setting: dict, every: int, processed: str) -> dict:
         "name": name,
         "it_per_s": settings.n_iter / result.seconds,
         "valid_curve": curve,
-        "test_accuracy_mode": accuracy(mode_prediction(samples.sampled_labels), test.labels),
+        "test_accuracy_mode": accuracy(mode_prediction(label_counts(samples.sampled_labels)), test.labels),
     }
 
 

@@ -1,4 +1,4 @@
-"""DVC stage `evaluate`: accuracy, NLL, confusion and chi-square scores of the test predictive."""
+"""DVC stage `evaluate`: accuracy, NLL, calibration, error detection, shift and OOD scores."""
 
 import hydra
 from omegaconf import DictConfig

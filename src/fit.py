@@ -30,6 +30,7 @@ def main(cfg: DictConfig) -> None:
         "settings": config.advi_settings(cfg.inference),
         "params": OmegaConf.to_container(cfg, resolve=True),
         "experiment": cfg.mlflow.experiment,
+        "flag": config.flag_settings(cfg.flag),
     }
     paths, uri = (
         stages.Paths.from_mapping(cfg.paths),
@@ -40,7 +41,10 @@ def main(cfg: DictConfig) -> None:
         return
     job_paths = paths.outputs_under(Path(HydraConfig.get().runtime.output_dir))
     fit_settings["run_tags"] = sweep.child_tags()
-    predictive = config.predictive_settings(cfg.predictive)
+    predictive = config.predictive_settings(cfg.predictive) | {
+        "shift": config.shift_settings(cfg.shift),
+        "ood": config.ood_settings(cfg.ood),
+    }
     stages.run_all(job_paths, fit_settings, predictive, cfg.seed, uri)
 
 

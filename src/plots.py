@@ -1,4 +1,4 @@
-"""DVC stage `plots`: ELBO, confusion, chi-square (and hyperprior) plots as PNGs."""
+"""DVC stage `plots`: ELBO, confusion, chi-square, calibration, shift, OOD (and hyperprior) PNGs."""
 
 import hydra
 from omegaconf import DictConfig

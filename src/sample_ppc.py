@@ -1,4 +1,4 @@
-"""DVC stage `sample_ppc`: class probabilities and a sampled label per test image and draw."""
+"""DVC stage `sample_ppc`: the posterior predictive of the test set, its rotations and OOD sets."""
 
 import hydra
 from omegaconf import DictConfig
@@ -15,6 +15,8 @@ def main(cfg: DictConfig) -> None:
         seed=cfg.seed,
         uri=tracking.tracking_uri(cfg.mlflow.tracking_uri),
         **config.predictive_settings(cfg.predictive),
+        shift=config.shift_settings(cfg.shift),
+        ood=config.ood_settings(cfg.ood),
     )
 
 

@@ -1,5 +1,6 @@
 """Config: composition, params.yaml in sync with conf/, and errors that name the fix."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,45 @@ def test_impossible_values_name_key_and_file(override, message):
         config.prior_family(cfg.prior)
         config.advi_settings(cfg.inference)
     assert message in str(error.value)
+
+
+def test_evaluation_settings_validate():
+    cfg = composed()
+    shift = config.shift_settings(cfg.shift)
+    assert shift["angles"][0] == 0.0 and shift["angles"][-1] == 180.0 and shift["draws"] > 0
+    assert config.ood_settings(cfg.ood)["sets"] == ("noise", "scrambled")
+    assert config.flag_settings(cfg.flag) == {
+        "score": "entropy",
+        "target_accuracy": 0.995,
+        "draws": 50,
+    }
+    assert config.advi_settings(composed(["inference=map"]).inference).method == "map"
+    assert config.predictive_settings(cfg.predictive)["chunk_images"] is None  # auto
+    fixed = composed(["predictive.chunk_images=64"]).predictive
+    assert config.predictive_settings(fixed)["chunk_images"] == 64
+
+
+@pytest.mark.parametrize(
+    ("override", "check", "message"),
+    [
+        ("shift.angles=[0,0]", "shift_settings", "shift.angles must be a list of distinct numbers"),
+        ("shift.images=0", "shift_settings", "shift.images must be a positive integer"),
+        ("ood.sets=[noise,cats]", "ood_settings", "ood.sets must be a list of names from noise"),
+        ("flag.score=magic", "flag_settings", "flag.score must be one of entropy"),
+        ("flag.target_accuracy=1.5", "flag_settings", "flag.target_accuracy must be in (0, 1]"),
+        ("inference.method=hmc", "advi_settings", "inference.method must be one of advi, map"),
+        (
+            "predictive.chunk_images=lots",
+            "predictive_settings",
+            "predictive.chunk_images must be a positive integer or auto",
+        ),
+    ],
+)
+def test_impossible_evaluation_values_name_the_key(override, check, message):
+    cfg = composed([override])
+    group = override.split(".")[0]
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        getattr(config, check)(cfg[group])
 
 
 def run_script(*args, cwd=ROOT):

@@ -50,6 +50,28 @@ def test_numpy_conv_matches_loop_for_every_draw(rng):
         np.testing.assert_allclose(got[draw], conv_loop(images, kernel[draw], bias[draw]))
 
 
+def test_numpy_conv_of_per_draw_inputs_matches_loop(rng):
+    # Deeper layers get one input per draw: the batched GEMM path, not the folded one.
+    images = rng.normal(size=(4, 3, 9, 8, 2))
+    kernel = rng.normal(size=(4, 3, 3, 2, 5))
+    bias = rng.normal(size=(4, 5))
+    got = forward.conv2d(images, kernel, bias)
+    for draw in range(4):
+        np.testing.assert_allclose(got[draw], conv_loop(images[draw], kernel[draw], bias[draw]))
+
+
+@pytest.mark.parametrize("lead", [1, 3])
+def test_pool_then_bias_then_tanh_equals_conv_tanh_pool(rng, lead):
+    # The forward pass reorders each block; tanh is increasing and the bias is
+    # constant over a window, so the result must not change.
+    images = rng.normal(size=(lead, 2, 10, 10, 2))  # 9x9 maps, 3x3 pools
+    kernel = rng.normal(size=(3, 2, 2, 2, 4))
+    bias = rng.normal(size=(3, 4))
+    reordered = forward._convolve(images, kernel, pool_size=3) + bias[:, None, None, None, :]
+    expected = forward.max_pool(np.tanh(forward.conv2d(images, kernel, bias)), 3)
+    np.testing.assert_allclose(np.tanh(reordered), expected, rtol=1e-12)
+
+
 def test_numpy_pool_matches_loop(rng):
     images = rng.normal(size=(2, 3, 8, 6, 4))
     got = forward.max_pool(images, 2)

@@ -6,8 +6,9 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 
+from bnn import forward
 from bnn.forward import class_probabilities, dense_logits, softmax
-from bnn.networks import DenseSpec, build_network
+from bnn.networks import ConvSpec, DenseSpec, build_network
 from bnn.priors import FixedNormal
 
 
@@ -70,3 +71,12 @@ def test_class_probabilities_are_softmax_and_accept_image_shape(tiny):
 def test_softmax_is_stable_for_large_logits():
     logits = np.array([[1000.0, 0.0, -1000.0]])
     np.testing.assert_allclose(softmax(logits), [[1.0, 0.0, 0.0]])
+
+
+def test_chunks_fit_the_widest_layer_into_the_cache_budget():
+    # Dense: 800 units x 10 draws x 4 bytes = 32 KB per image; conv: 24x24x32 maps.
+    assert forward.widest_layer(DenseSpec()) == 800
+    assert forward.widest_layer(ConvSpec()) == 24 * 24 * 32
+    assert forward.images_per_chunk(DenseSpec(), 10) == forward.CHUNK_BYTES // (800 * 10 * 4)
+    assert forward.images_per_chunk(ConvSpec(), 10) == forward.CHUNK_BYTES // (18432 * 10 * 4)
+    assert forward.images_per_chunk(ConvSpec(), 10**6) == 1

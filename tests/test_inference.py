@@ -6,7 +6,10 @@ import numpy as np
 import pymc as pm
 import pytest
 
+from bnn.dataset import LabelledImages
+from bnn.fitting import fit_posterior
 from bnn.inference import (
+    MAP_SIGMA,
     AdviSettings,
     DivergedError,
     elbo_curve,
@@ -92,3 +95,29 @@ def test_elbo_curve_averages_windows():
     assert values.tolist() == [2.0, 5.0, 8.0, 10.0]
     steps, values = elbo_curve(np.arange(5.0), n_points=100)
     assert steps.tolist() == [1, 2, 3, 4, 5]
+
+
+def test_map_finds_the_posterior_mode_and_keeps_the_sd_frozen():
+    # The conjugate model again: its posterior mode is sum(y) / (n + 1).
+    y = np.random.default_rng(0).normal(1.5, 1.0, size=40)
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0.0, 1.0)
+        pm.Normal("y", mu, 1.0, observed=y)
+    settings = AdviSettings(
+        method="map", n_iter=3000, learning_rate=0.02, lr_final_fraction=0.01, float_dtype="float64"
+    )
+    result = fit_advi(model, settings, seed=1, progressbar=False)
+    fitted = from_approximation(result.approx, meta={})
+    assert fitted.means["mu"] == pytest.approx(y.sum() / (len(y) + 1), abs=1e-3)
+    np.testing.assert_allclose(fitted.stds["mu"], MAP_SIGMA, rtol=1e-6)
+
+
+def test_map_posterior_is_a_point_estimate():
+    rng = np.random.default_rng(0)
+    train = LabelledImages(rng.random((60, 784), dtype=np.float32), rng.integers(0, 10, 60))
+    settings = AdviSettings(method="map", n_iter=5, batch_size=20)
+    fitted, _ = fit_posterior(
+        train, DenseSpec(n_hidden=(4,)), FixedNormal(1.0), settings, 0, {}, progressbar=False
+    )
+    assert fitted.is_point_estimate and fitted.meta["inference_method"] == "map"
+    assert all(np.any(mean) for name, mean in fitted.means.items() if name.endswith("_W"))

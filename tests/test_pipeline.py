@@ -20,13 +20,23 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from bnn import reports
+from bnn import evaluation, reports, variants
 from bnn.params_file import compose_params
 from conftest import LocalHTTPServer
 from helpers_mnist import idx_md5s, synthetic_mnist, write_synthetic_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_SCRIPTS = ["fetch", "preprocess", "fit", "sample_ppc", "evaluate", "plots"]
+PLOTS = (
+    "elbo.png",
+    "confusion.png",
+    "chisquare.png",
+    "reliability.png",
+    "selective.png",
+    "shift.png",
+    "ood_entropy.png",
+    "ood_mutual_info.png",
+)
 TINY = {
     "model/dense.yaml": {"n_hidden": [16]},
     "model/conv.yaml": {"n_filters": [2, 3], "n_hidden": [8]},
@@ -36,7 +46,11 @@ TINY = {
         "elbo_log_points": 40,
         "validate_every": 20,
     },
-    "config.yaml": {"predictive": {"draws": 12, "chunk_draws": 5, "chunk_images": 17}},
+    "config.yaml": {
+        "predictive": {"draws": 12, "chunk_draws": 5, "chunk_images": 17},
+        "shift": {"angles": [0, 90, 180], "images": 20, "draws": 4},
+        "ood": {"images": 15, "draws": 4},
+    },
 }
 
 
@@ -124,7 +138,23 @@ def check_outputs(project: Path) -> dict:
     fit = json.loads((project / "metrics/fit.json").read_text())
     assert fit["fit_seconds"] >= seconds[-1]
     assert 0.0 <= fit["valid_accuracy_at_mean"] <= 1.0
-    for plot in ("elbo.png", "confusion.png", "chisquare.png"):
+    for key in ("test_ece", "test_brier", "ood_auroc_noise", "ood_auroc_scrambled"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    if metrics["test_accuracy_mean_prob"] == 1.0:  # no errors to detect: the AUROC is undefined
+        assert metrics["error_auroc"] is None and metrics["error_auroc_score"] is None
+    else:
+        assert 0.0 <= metrics["error_auroc"] <= 1.0
+        assert metrics["error_auroc_score"] in evaluation.SCORES
+    shift = reports.read_table(project / "metrics/shift.tsv")
+    assert shift["angle"] == ["0", "90", "180"] and len(shift["ece"]) == 3
+    selective = reports.read_table(project / "metrics/selective.tsv")
+    assert float(selective["coverage"][-1]) == 1.0
+    assert float(selective["accuracy_entropy"][-1]) == pytest.approx(
+        metrics["test_accuracy_mean_prob"]
+    )
+    reliability = reports.read_table(project / "metrics/reliability.tsv")
+    assert sum(int(n) for n in reliability["count"]) == 60
+    for plot in PLOTS:
         assert (project / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (project / "models/posterior.npz").is_file()
     return metrics
@@ -141,7 +171,9 @@ def check_run(client, run, metrics: dict) -> None:
     checks = client.get_metric_history(run.info.run_id, "valid/accuracy")
     assert [m.step for m in checks] == [20, 40, 60, 80]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert artifacts == {"plots/elbo.png", "plots/confusion.png", "plots/chisquare.png"}
+    assert artifacts == {f"plots/{plot}" for plot in PLOTS}
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "shift/ece")] == [0, 90, 180]
+    assert run.data.tags.get("error_auroc_score") == metrics["error_auroc_score"]
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"config.yaml"}
 
 
@@ -306,8 +338,8 @@ def test_sweep_is_one_parent_run_with_a_child_per_job(tmp_path, mirror):
         assert has_hyper == (child.data.params["prior.family"] == "hier")
     rows = json.loads((project / "metrics/variants.json").read_text())
     assert len(rows) == 4
-    keys = {"model", "prior", "preset", "test_accuracy", "test_nll", "fit_seconds", "n_iter"}
-    assert all(set(row) == keys for row in rows)
+    assert all(set(row) == set(variants.COLUMNS) for row in rows)
+    assert all(row["inference"] == "advi" and 0 <= row["test_ece"] <= 1 for row in rows)
     assert "variants.json" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     # Every job wrote its own outputs, and had its own PyTensor compile folder.
     for job in range(4):

@@ -4,24 +4,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import helpers_posterior
+from bnn import evaluation, predictive
 from bnn import posterior as posterior_io
-from bnn import predictive
 from bnn.forward import class_probabilities
-from bnn.networks import DenseSpec
 from bnn.posterior import Posterior
 
 
 @pytest.fixture
 def tiny_posterior():
-    rng = np.random.default_rng(3)
-    spec = DenseSpec(n_hidden=(6,))
-    sizes = spec.layer_sizes
-    means, stds = {}, {}
-    for index, name in enumerate(spec.layer_names):
-        for part, shape in (("W", (sizes[index], sizes[index + 1])), ("b", (sizes[index + 1],))):
-            means[f"{name}_{part}"] = (rng.normal(size=shape) * 0.2).astype(np.float32)
-            stds[f"{name}_{part}"] = np.full(shape, 0.05, np.float32)
-    return Posterior(means, stds, meta={"model": spec.to_dict()})
+    return helpers_posterior.tiny_posterior(seed=3, sd=0.05)
 
 
 def test_zero_sd_gives_the_mean_network_for_every_draw(tiny_posterior):
@@ -42,7 +34,7 @@ def test_one_chunk_equals_a_direct_draw(tiny_posterior):
     samples = predictive.sample_predictive(
         tiny_posterior, images, 4, np.random.default_rng(5), chunk_draws=4, chunk_images=2
     )
-    rng = np.random.default_rng(5)
+    rng, _labels = np.random.default_rng(5).spawn(2)  # weights draw from the first stream
     weights = {
         name: mean + tiny_posterior.stds[name] * rng.standard_normal((4, *mean.shape), mean.dtype)
         for name, mean in tiny_posterior.means.items()
@@ -73,12 +65,56 @@ def test_sampled_labels_follow_the_probabilities():
 
 def test_save_and_load_round_trip(tmp_path, tiny_posterior):
     images = np.random.default_rng(0).random((3, 784), dtype=np.float32)
-    samples = predictive.sample_predictive(tiny_posterior, images, 2, np.random.default_rng(0))
-    predictive.save(samples, np.array([1, 2, 3]), tmp_path / "ppc.npz")
-    loaded, labels = predictive.load(tmp_path / "ppc.npz")
-    np.testing.assert_array_equal(loaded.probabilities, samples.probabilities)
-    np.testing.assert_array_equal(loaded.sampled_labels, samples.sampled_labels)
-    assert labels.tolist() == [1, 2, 3]
+    summary = predictive.summarise_predictive(tiny_posterior, images, 4, np.random.default_rng(0))
+    predictive.save(tmp_path / "ppc.npz", {"test": summary}, labels=np.array([1, 2, 3]))
+    loaded, extra = predictive.load(tmp_path / "ppc.npz")
+    for name in ("mean_probabilities", "expected_entropy", "vote_counts", "label_counts"):
+        np.testing.assert_array_equal(getattr(loaded["test"], name), getattr(summary, name))
+    assert loaded["test"].n_draws == 4
+    assert extra["labels"].tolist() == [1, 2, 3]
+
+
+def test_summary_reduces_the_same_draws(tiny_posterior):
+    # Same seed, same chunks: the weight draws agree, so the reductions must too.
+    images = np.random.default_rng(0).random((9, 784), dtype=np.float32)
+    full = predictive.sample_predictive(tiny_posterior, images, 7, np.random.default_rng(2), 3, 4)
+    summary = predictive.summarise_predictive(
+        tiny_posterior, images, 7, np.random.default_rng(2), 3, 4
+    )
+    probabilities = full.probabilities.astype(np.float64)
+    np.testing.assert_allclose(summary.mean_probabilities, probabilities.mean(0), rtol=1e-6)
+    entropies = -(probabilities * np.log(probabilities)).sum(-1)
+    np.testing.assert_allclose(summary.expected_entropy, entropies.mean(0), rtol=1e-5)
+    votes = np.stack([np.bincount(d, minlength=10) for d in probabilities.argmax(-1).T])
+    np.testing.assert_array_equal(summary.vote_counts, votes)
+    assert (summary.label_counts.sum(axis=1) == 7).all()
+
+
+def test_summary_memory_does_not_grow_with_draws(tiny_posterior):
+    # The reductions are per image; the draws only pass through, a chunk at a time.
+    images = np.random.default_rng(0).random((5, 784), dtype=np.float32)
+    few = predictive.summarise_predictive(tiny_posterior, images, 2, np.random.default_rng(0))
+    many = predictive.summarise_predictive(tiny_posterior, images, 300, np.random.default_rng(0))
+    assert few.mean_probabilities.shape == many.mean_probabilities.shape == (5, 10)
+    assert many.label_counts.sum() == 300 * 5
+
+
+def test_point_estimate_is_evaluated_once_and_labels_follow_it(tiny_posterior):
+    point = Posterior(
+        tiny_posterior.means,
+        {k: np.zeros_like(v) for k, v in tiny_posterior.stds.items()},
+        tiny_posterior.meta,
+    )
+    assert point.is_point_estimate and not tiny_posterior.is_point_estimate
+    images = np.random.default_rng(0).random((4, 784), dtype=np.float32)
+    summary = predictive.summarise_predictive(point, images, 20000, np.random.default_rng(1))
+    expected = class_probabilities(images, point.spec, point.point())[0]
+    np.testing.assert_allclose(summary.mean_probabilities, expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        summary.expected_entropy, -(expected * np.log(expected)).sum(-1), rtol=1e-5
+    )
+    assert (summary.vote_counts.max(axis=1) == 20000).all()
+    np.testing.assert_allclose(summary.label_counts / 20000, expected, atol=0.02)
 
 
 def test_posterior_round_trip_without_pickle(tmp_path, tiny_posterior):
@@ -90,3 +126,15 @@ def test_posterior_round_trip_without_pickle(tmp_path, tiny_posterior):
         np.testing.assert_array_equal(loaded.stds[name], tiny_posterior.stds[name])
     with np.load(tmp_path / posterior_io.ARRAYS_FILE, allow_pickle=False) as arrays:
         assert all(arrays[key].dtype != object for key in arrays.files)
+
+
+def test_point_estimate_has_exactly_zero_mutual_information(tiny_posterior):
+    point = Posterior(
+        tiny_posterior.means,
+        {k: np.zeros_like(v) for k, v in tiny_posterior.stds.items()},
+        tiny_posterior.meta,
+    )
+    images = np.random.default_rng(0).random((6, 784), dtype=np.float32)
+    summary = predictive.summarise_predictive(point, images, 50, np.random.default_rng(1))
+    scores = evaluation.scores_of(summary)
+    assert (scores["mutual_info"] == 0).all()

@@ -33,6 +33,12 @@ def test_latest_run_of_each_variant_wins_and_unscored_runs_are_skipped():
     unscored = run(BASE | {"prior.noncentred": "True"}, {"fit/seconds": 1.0}, 3)
     rows = variants.latest_rows([newer, unscored, older])
     assert [row["test_accuracy"] for row in rows] == [0.99]
-    assert "| dense | hier | default | 99.00% | 0.0600 | 10.0 min | 6,000 |" in variants.markdown(
-        rows
-    )
+    line = "| dense | hier | advi | default | 99.00% | 0.0600 |  | 10.0 min | 6,000 |"
+    assert line in variants.markdown(rows)
+
+
+def test_map_and_advi_of_the_same_network_are_separate_rows():
+    advi = run(BASE | {"inference.method": "advi"}, SCORES | {"test/ece": 0.01}, 1)
+    point = run(BASE | {"inference.method": "map"}, SCORES | {"test/ece": 0.03}, 2)
+    rows = variants.latest_rows([advi, point])
+    assert [(row["inference"], row["test_ece"]) for row in rows] == [("advi", 0.01), ("map", 0.03)]

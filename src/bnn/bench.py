@@ -4,7 +4,8 @@ For each network (the project's default ``conf/`` settings) it measures, in
 one run on this machine:
 
 - ADVI iterations per second after warm-up, ours and ``pm.fit(method="advi")``
-  with PyMC's defaults (float64, default mode, initial point, optimizer);
+  with PyMC's defaults (float64, default mode, initial point, optimizer), and
+  ours with the local reparameterization estimator (``inference=lrt``);
 - the roofline: this machine's GEMM peak over the FLOPs of one step;
 - the time to draw the posterior predictive of ``draws`` x ``n_test`` images,
   ours and ``pm.sample_posterior_predictive`` on the same approximation;
@@ -37,6 +38,7 @@ from omegaconf import OmegaConf
 
 from bnn import config, inference, posterior, predictive, reference_predictive, reports, roofline
 from bnn.atomic import write_text
+from bnn.local_reparam import fit_local_reparam
 from bnn.model import bnn_model
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -130,7 +132,11 @@ def measure_fit(job: dict) -> dict:
     settings = config.advi_settings(cfg.inference)
     images, labels = synthetic_data(job["n_train"], seed=0)
     clock, n_steps = StepClock(), job["warmup"] + job["iters"]
-    if job["baseline"]:
+    if job.get("method") == "lrt":
+        dtype = settings.float_dtype
+        settings = replace(settings, method="lrt", n_iter=n_steps)
+        fit_local_reparam(images, labels, spec, prior, settings, seed=1, callbacks=[clock])
+    elif job["baseline"]:
         dtype = pytensor.config.floatX  # PyMC's default: PyTensor's default floatX
         model = bnn_model(images, labels, spec, prior, settings.batch_size)
         with model:
@@ -165,7 +171,7 @@ def measure_ppc(job: dict) -> dict:
     if job["baseline"]:
         reference_predictive.sample_labels(fitted, images, job["draws"], seed=3)
     else:
-        predictive.sample_predictive(
+        predictive.summarise_predictive(
             fitted,
             images,
             job["draws"],
@@ -215,6 +221,15 @@ def bench_network(network: str, budget: Budget, peaks: dict) -> dict:
             warmup=budget.warmup[network],
             iters=budget.baseline_iters[network],
         )
+        lrt = in_worker(
+            "fit",
+            **common,
+            baseline=False,
+            method="lrt",
+            n_train=budget.n_train,
+            warmup=budget.warmup[network],
+            iters=budget.iters[network],
+        )
         ppc_jobs = {"posterior": saved, "n_test": budget.n_test, "draws": budget.draws}
         ppc = in_worker("ppc", **common, **ppc_jobs, baseline=False)
         baseline_ppc = in_worker("ppc", **common, **ppc_jobs, baseline=True)
@@ -232,6 +247,7 @@ def bench_network(network: str, budget: Budget, peaks: dict) -> dict:
         "fit_peak_rss_mb": fit["rss"],
         "ppc_peak_rss_mb": ppc["rss"],
         "baseline_dtype": baseline["dtype"],
+        "lrt_it_per_s": lrt["it_per_s"],
         "speedup_vs_baseline": fit["it_per_s"] / baseline["it_per_s"],
         "fraction_of_roofline": fit["it_per_s"] / roof,
         "ppc_speedup_vs_baseline": baseline_ppc["seconds"] / ppc["seconds"],
@@ -247,14 +263,16 @@ def markdown(results: dict) -> str:
     """The results as a GitHub table, ratios first."""
     lines = [
         "| network | dtype | fit it/s | PyMC default it/s | speed-up | roofline it/s "
-        "| of roofline | predictive s | PyMC predictive s | speed-up | fit RSS | predictive RSS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| of roofline | LRT it/s | predictive s | PyMC predictive s | speed-up | fit RSS "
+        "| predictive RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for network, r in results.items():
         lines.append(
             f"| {network} | {r['dtype']} | {r['it_per_s']:.1f} | {r['baseline_it_per_s']:.2f} "
             f"({r['baseline_dtype']}) | {r['speedup_vs_baseline']:.1f}x "
             f"| {r['roofline_it_per_s']:.0f} | {100 * r['fraction_of_roofline']:.0f}% "
+            f"| {r['lrt_it_per_s']:.1f} "
             f"| {r['ppc_seconds']:.1f} | {r['baseline_ppc_seconds']:.1f} "
             f"| {r['ppc_speedup_vs_baseline']:.1f}x | {r['fit_peak_rss_mb']:.0f} MB "
             f"| {r['ppc_peak_rss_mb']:.0f} MB |"

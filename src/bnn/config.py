@@ -11,9 +11,11 @@ from collections.abc import Mapping
 from dataclasses import fields
 
 from bnn.errors import ConfigError
-from bnn.inference import INIT_SCHEMES, LR_DECAYS, OPTIMIZERS, AdviSettings
+from bnn.evaluation import SCORES
+from bnn.inference import INIT_SCHEMES, LR_DECAYS, METHODS, OPTIMIZERS, AdviSettings
 from bnn.networks import NETWORKS, ConvSpec, DenseSpec
 from bnn.priors import PRIOR_FAMILIES, FixedNormal, HierarchicalNormal
+from bnn.shifted_inputs import OOD_SETS
 
 FLOAT_DTYPES = ("float32", "float64")
 ACTIVATIONS = ("tanh",)
@@ -112,12 +114,13 @@ def prior_family(prior: Mapping) -> FixedNormal | HierarchicalNormal:
 def advi_settings(inference: Mapping) -> AdviSettings:
     """Validated :class:`~bnn.inference.AdviSettings` from ``conf/inference/*.yaml``."""
     group = "inference"
-    choice(group, inference, "method", ("advi",))
-    known = {f.name for f in fields(AdviSettings)} | {"method"}
+    method = choice(group, inference, "method", METHODS)
+    known = {f.name for f in fields(AdviSettings)}
     unknown = sorted(set(inference) - known)
     if unknown:
         raise _fail(group, inference, unknown[0], "is not a known setting")
     return AdviSettings(
+        method=method,
         n_iter=positive_int(group, inference, "n_iter"),
         batch_size=positive_int(group, inference, "batch_size"),
         optimizer=choice(group, inference, "optimizer", tuple(OPTIMIZERS)),
@@ -134,8 +137,62 @@ def advi_settings(inference: Mapping) -> AdviSettings:
 
 
 def predictive_settings(predictive: Mapping) -> dict:
-    """``draws``, ``chunk_draws`` and ``chunk_images``, all positive integers."""
+    """``draws`` and ``chunk_draws``, positive integers; ``chunk_images``, one or ``auto``.
+
+    ``auto`` becomes ``None``: blocks sized to the caches by the network's
+    widest layer (:func:`bnn.forward.images_per_chunk`).
+    """
+    settings = {
+        key: positive_int("predictive", predictive, key) for key in ("draws", "chunk_draws")
+    }
+    if predictive.get("chunk_images") == "auto":
+        return settings | {"chunk_images": None}
+    if isinstance(predictive.get("chunk_images"), int):
+        return settings | {"chunk_images": positive_int("predictive", predictive, "chunk_images")}
+    raise _fail(
+        "predictive",
+        predictive,
+        "chunk_images",
+        f"must be a positive integer or auto, got {predictive.get('chunk_images')!r}",
+    )
+
+
+def shift_settings(shift: Mapping) -> dict:
+    """``angles`` (degrees, numbers), ``images`` and ``draws`` of the rotation test."""
+    angles = shift.get("angles")
+    if (
+        not angles
+        or any(isinstance(a, bool) or not isinstance(a, int | float) for a in angles)
+        or len(set(angles)) != len(angles)
+    ):
+        raise _fail("shift", shift, "angles", f"must be a list of distinct numbers, got {angles!r}")
     return {
-        key: positive_int("predictive", predictive, key)
-        for key in ("draws", "chunk_draws", "chunk_images")
+        "angles": tuple(float(a) for a in angles),
+        "images": positive_int("shift", shift, "images"),
+        "draws": positive_int("shift", shift, "draws"),
+    }
+
+
+def ood_settings(ood: Mapping) -> dict:
+    """``sets`` (names in :data:`bnn.shifted_inputs.OOD_SETS`), ``images`` and ``draws``."""
+    sets = ood.get("sets")
+    if sets is None or isinstance(sets, str) or any(name not in OOD_SETS for name in sets):
+        valid = ", ".join(OOD_SETS)
+        raise _fail("ood", ood, "sets", f"must be a list of names from {valid}; got {sets!r}")
+    return {
+        "sets": tuple(sets),
+        "images": positive_int("ood", ood, "images"),
+        "draws": positive_int("ood", ood, "draws"),
+    }
+
+
+def flag_settings(flag: Mapping) -> dict:
+    """``score``, ``target_accuracy`` in (0, 1] and ``draws`` of the predict flag rule."""
+    target = flag.get("target_accuracy")
+    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1:
+        raise _fail("flag", flag, "target_accuracy", f"must be in (0, 1], got {target!r}")
+    return {
+        "score": choice("flag", flag, "score", SCORES),
+        "target_accuracy": float(target),
+        "draws": positive_int("flag", flag, "draws"),
     }

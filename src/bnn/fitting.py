@@ -9,6 +9,7 @@ from bnn import reports, tracking
 from bnn.dataset import LabelledImages
 from bnn.forward import class_probabilities
 from bnn.inference import AdviSettings, FitResult, elbo_curve, fit_advi
+from bnn.local_reparam import fit_local_reparam
 from bnn.metrics import accuracy
 from bnn.model import bnn_model
 from bnn.posterior import Posterior, from_approximation
@@ -25,15 +26,32 @@ def fit_posterior(
     progressbar: bool = True,
     callbacks=(),
 ) -> tuple[Posterior, FitResult]:
-    """Build the model in the configured float dtype, fit ADVI, return the posterior arrays.
+    """Build the model in the configured float dtype, fit it, return the posterior arrays.
+
+    ``settings.method`` picks the fit: ``advi`` (PyMC's mean-field ADVI), ``map``
+    (the same objective with the sds frozen near zero: a point estimate) or
+    ``lrt`` (the same family and ELBO, with the local reparameterization
+    gradient estimator of :mod:`bnn.local_reparam`).
 
     ``callbacks`` are PyMC fit callbacks, such as :class:`bnn.validation.ValidationMonitor`.
     """
+    meta = meta | {
+        "model": spec.to_dict(),
+        "float_dtype": settings.float_dtype,
+        "inference_method": settings.method,
+    }
+    if settings.method == "lrt":
+        means, stds, result = fit_local_reparam(
+            train.images, train.labels, spec, prior, settings, seed, callbacks, progressbar
+        )
+        return Posterior(means, stds, meta), result
     with pytensor.config.change_flags(floatX=settings.float_dtype):
         model = bnn_model(train.images, train.labels, spec, prior, settings.batch_size)
         result = fit_advi(model, settings, seed, progressbar=progressbar, callbacks=callbacks)
-        meta = meta | {"model": spec.to_dict(), "float_dtype": settings.float_dtype}
         posterior = from_approximation(result.approx, meta)
+    if settings.method == "map":
+        # A point estimate: its draws are the point exactly, not to within MAP_SIGMA.
+        posterior.stds = {name: np.zeros_like(std) for name, std in posterior.stds.items()}
     return posterior, result
 
 

@@ -52,37 +52,87 @@ def conv2d(images: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarr
     ``images`` (1 or draws, n, h, w, c_in), ``kernel`` (draws, k, k, c_in, c_out),
     ``bias`` (draws, c_out); returns (draws, n, h - k + 1, w - k + 1, c_out).
     """
-    draws, size, _, c_in, c_out = kernel.shape
-    lead, n_images = images.shape[:2]
-    # (lead, n, out_h, out_w, c_in, k, k) -> rows of (k, k, c_in), the kernel's C order.
+    return _convolve(images, kernel) + bias[:, None, None, None, :]
+
+
+def _patches(images: np.ndarray, size: int) -> np.ndarray:
+    """im2col: (lead, n, out_h, out_w, size**2 * c_in), in the kernel's (k, k, c_in) order."""
     windows = sliding_window_view(images, (size, size), axis=(2, 3))
-    out_h, out_w = windows.shape[2:4]
-    patches = windows.transpose(0, 1, 2, 3, 5, 6, 4).reshape(lead, -1, size * size * c_in)
-    outputs = patches @ kernel.reshape(draws, size * size * c_in, c_out) + bias[:, None, :]
-    return outputs.reshape(draws, n_images, out_h, out_w, c_out)
+    return windows.transpose(0, 1, 2, 3, 5, 6, 4).reshape(*windows.shape[:4], -1)
+
+
+def _convolve(images: np.ndarray, kernel: np.ndarray, pool_size: int = 1) -> np.ndarray:
+    """Convolution without bias, max-pooled by ``pool_size``: (draws, n, h', w', c_out)."""
+    draws, size, _, _, c_out = kernel.shape
+    patches = _patches(images, size)
+    lead, n_images, out_h, out_w, width = patches.shape
+    if lead == 1:
+        # One input for every draw (the first layer): one GEMM with the draws
+        # folded into the output channels, pooled before the draws are split out.
+        folded = kernel.reshape(draws, width, c_out).transpose(1, 0, 2).reshape(width, -1)
+        outputs = max_pool(patches[0] @ folded, pool_size)
+        pooled = outputs.reshape(*outputs.shape[:3], draws, c_out)
+        return np.ascontiguousarray(pooled.transpose(3, 0, 1, 2, 4))
+    outputs = patches.reshape(lead, -1, width) @ kernel.reshape(draws, width, c_out)
+    return max_pool(outputs.reshape(draws, n_images, out_h, out_w, c_out), pool_size)
 
 
 def max_pool(images: np.ndarray, size: int) -> np.ndarray:
-    """Non-overlapping ``size`` x ``size`` max-pooling of (draws, n, h, w, c) arrays."""
-    draws, n_images, height, width, channels = images.shape
-    windows = images.reshape(draws, n_images, height // size, size, width // size, size, channels)
-    return windows.max(axis=(3, 5))
+    """Non-overlapping ``size`` x ``size`` max-pooling over the (h, w) axes of (..., h, w, c).
+
+    An elementwise maximum of the ``size**2`` strided views of the window
+    offsets: no reshape of the whole array, one pass per offset.
+    """
+    if size == 1:
+        return images
+    offsets = [images[..., row::size, col::size, :] for row in range(size) for col in range(size)]
+    pooled = np.maximum(offsets[0], offsets[1])
+    for view in offsets[2:]:
+        np.maximum(pooled, view, out=pooled)
+    return pooled
 
 
 def conv_logits(images: np.ndarray, spec: ConvSpec, weights: dict[str, np.ndarray]) -> np.ndarray:
     """Logits of shape (draws, n_images, 10) of the convolutional network.
 
     ``images`` has shape (n_images, 784); weights carry a leading draw axis.
+    Each block is conv, max-pool, bias, tanh: the network's conv, tanh, pool
+    reordered. Both are exact: tanh is increasing, and a bias that is the same
+    over a pooling window moves its maximum by itself. Pooling first does the
+    bias and tanh on a quarter of the values.
     """
     outputs = images.reshape(1, len(images), *IMAGE_SHAPE, 1)
     for layer, _, _ in spec.conv_shapes:
-        outputs = np.tanh(conv2d(outputs, weights[f"{layer}_W"], weights[f"{layer}_b"]))
-        outputs = max_pool(outputs, spec.pool_size)
+        outputs = _convolve(outputs, weights[f"{layer}_W"], spec.pool_size)
+        outputs += weights[f"{layer}_b"][:, None, None, None, :]
+        np.tanh(outputs, out=outputs)
     outputs = outputs.reshape(outputs.shape[0], len(images), spec.n_features)
     return _dense_stack(outputs, spec.dense_names, weights)
 
 
 FORWARDS = {"dense": dense_logits, "conv": conv_logits}
+
+# Blocks of draws x images whose widest layer output fits in about this much
+# memory stay in the CPU's caches between the passes over them (GEMM, pool,
+# bias, tanh). Measured on full MNIST: 500 images at 10 draws is fastest for the
+# dense net (800 units), 25-50 for the conv net (24x24x32 maps), as this gives.
+CHUNK_BYTES = 16 * 2**20
+
+
+def widest_layer(spec) -> int:
+    """Values per image and draw in the network's widest layer output (before pooling)."""
+    if spec.name == "dense":
+        return max(spec.layer_sizes[1:])
+    conv_maps = [
+        (shape[0] - spec.kernel_size + 1) * (shape[1] - spec.kernel_size + 1) * out[2]
+        for _, shape, out in spec.conv_shapes
+    ]
+    return max([*conv_maps, *spec.dense_sizes[1:]])
+
+
+def images_per_chunk(spec, chunk_draws: int, itemsize: int = 4) -> int:
+    """How many images to push through ``chunk_draws`` draws at once (see :data:`CHUNK_BYTES`)."""
+    return max(1, CHUNK_BYTES // (widest_layer(spec) * chunk_draws * itemsize))
 
 
 def class_probabilities(images: np.ndarray, spec, weights: dict[str, np.ndarray]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Fitting the mean-field approximation by minibatch ADVI.
+"""Fitting the mean-field approximation by minibatch ADVI, or a point estimate (MAP).
 
 The objective is PyMC's ELBO with KL weight 1 throughout; only the optimizer's
 step size is scheduled. The starting point is set deliberately (see
@@ -30,6 +30,10 @@ OPTIMIZERS = {
     "sgd": pm.sgd,
 }
 LR_DECAYS = ("none", "cosine")
+METHODS = ("advi", "map", "lrt")
+# inference=map: the factors' sd, frozen. The draws are then the means to ~1e-6,
+# and the ADVI objective's gradient in the means is the gradient of log p(means).
+MAP_SIGMA = 1e-6
 INIT_SCHEMES = ("glorot", "normal")
 
 
@@ -39,8 +43,12 @@ class DivergedError(UserError, FloatingPointError):
 
 @dataclass(frozen=True)
 class AdviSettings:
-    """Everything :func:`fit_advi` needs; see ``conf/inference/advi.yaml`` for meanings."""
+    """Everything :func:`fit_advi` needs; see ``conf/inference/advi.yaml`` for meanings.
 
+    ``method="map"`` (``conf/inference/map.yaml``) fits the same model to a point.
+    """
+
+    method: str = "advi"
     n_iter: int = 6000
     batch_size: int = 500
     optimizer: str = "adam"
@@ -116,7 +124,8 @@ def fit_advi(
     """
     rng = np.random.default_rng(seed)
     start = initial_means(model, settings.init_means, settings.init_scale, rng)
-    start_sigma = {name: np.full(value.size, settings.start_sigma) for name, value in start.items()}
+    sigma = MAP_SIGMA if settings.method == "map" else settings.start_sigma
+    start_sigma = {name: np.full(value.size, sigma) for name, value in start.items()}
     learning_rate = pytensor.shared(
         np.asarray(settings.learning_rate, dtype=pytensor.config.floatX), name="learning_rate"
     )
@@ -124,13 +133,17 @@ def fit_advi(
     def schedule(_approx, _losses, step):
         learning_rate.set_value(np.asarray(learning_rate_at(step, settings), learning_rate.dtype))
 
+    optimizer = OPTIMIZERS[settings.optimizer](learning_rate=learning_rate)
+    if settings.method == "map":
+        optimizer = means_only(optimizer)
+
     with model:
         advi = pm.ADVI(random_seed=seed, start=start, start_sigma=start_sigma)
         began = time.perf_counter()
         try:
             approx = advi.fit(
                 settings.n_iter,
-                obj_optimizer=OPTIMIZERS[settings.optimizer](learning_rate=learning_rate),
+                obj_optimizer=optimizer,
                 callbacks=[schedule, *callbacks],
                 progressbar=progressbar,
             )
@@ -146,6 +159,26 @@ def fit_advi(
     return FitResult(
         approx=approx, loss_history=np.asarray(approx.hist), seconds=seconds, began=began
     )
+
+
+def means_only(optimizer: Callable) -> Callable:
+    """An optimizer that updates the approximation's means and leaves its sds where they are.
+
+    With every sd frozen near zero, :data:`MAP_SIGMA`, minibatch ADVI becomes
+    minibatch MAP: the objective's gradient in the means is the gradient of the
+    model's log density (in PyMC's unconstrained space), and the entropy term
+    is a constant.
+    """
+
+    def update(grads, params):
+        kept = [
+            (grad, param) for grad, param in zip(grads, params, strict=True) if param.name == "mu"
+        ]
+        if len(kept) != 1:
+            raise RuntimeError(f"expected one 'mu' among the approximation's {params}")
+        return optimizer([kept[0][0]], [kept[0][1]])
+
+    return update
 
 
 def elbo_curve(elbo_history: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray]:

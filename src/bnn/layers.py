@@ -38,7 +38,7 @@ def dense(
     """
     weights = prior(f"{name}_W", (n_in, n_out))
     bias = prior(f"{name}_b", (n_out,))
-    return _activate(pt.dot(inputs, weights) + bias, activation)
+    return activate(pt.dot(inputs, weights) + bias, activation)
 
 
 def image_patches(inputs: TensorVariable, kernel_size: int, height: int, width: int):
@@ -93,7 +93,7 @@ def conv2d(
     patches = image_patches(inputs, kernel_size, height, width)
     outputs = pt.dot(patches, weights.reshape((kernel_size * kernel_size * n_in, n_out))) + bias
     out_h, out_w = height - kernel_size + 1, width - kernel_size + 1
-    return _activate(outputs.reshape((-1, out_h, out_w, n_out)), activation)
+    return activate(outputs.reshape((-1, out_h, out_w, n_out)), activation)
 
 
 def max_pool(inputs: TensorVariable, in_shape: tuple[int, int, int], size: int) -> TensorVariable:
@@ -107,7 +107,8 @@ def max_pool(inputs: TensorVariable, in_shape: tuple[int, int, int], size: int) 
     return windows.max(axis=(2, 4))
 
 
-def _activate(outputs: TensorVariable, activation: str) -> TensorVariable:
+def activate(outputs: TensorVariable, activation: str) -> TensorVariable:
+    """``activation`` ("tanh" or "linear") applied elementwise."""
     if activation == "tanh":
         return pt.tanh(outputs)
     if activation == "linear":

@@ -18,9 +18,12 @@ def label_counts(sampled_labels: np.ndarray, n_classes: int = N_CLASSES) -> np.n
     return flat.reshape(n_images, n_classes)
 
 
-def mode_prediction(sampled_labels: np.ndarray) -> np.ndarray:
-    """The most often sampled label of each image (the 2016 rule); ties go to the lower class."""
-    return label_counts(sampled_labels).argmax(axis=1)
+def mode_prediction(counts: np.ndarray) -> np.ndarray:
+    """The most often sampled label of each image (the 2016 rule); ties go to the lower class.
+
+    ``counts`` is (images, classes), as from :func:`label_counts`.
+    """
+    return np.asarray(counts).argmax(axis=1)
 
 
 def accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
@@ -43,51 +46,11 @@ def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, n_classes: int =
     return flat.reshape(n_classes, n_classes)
 
 
-def chisquare_statistics(sampled_labels: np.ndarray) -> np.ndarray:
-    """Per image, the chi-square statistic of its sampled-label counts against uniform.
+def chisquare_statistics(counts: np.ndarray) -> np.ndarray:
+    """Per image, the chi-square statistic of its sampled-label ``counts`` against uniform.
 
     This is the 2016 experiment's uncertainty score: a confident network samples
     one label every time (a large statistic); an unsure one spreads its samples
     (a small one).
     """
-    return stats.chisquare(label_counts(sampled_labels), axis=1).statistic
-
-
-def evaluate(
-    sampled_labels: np.ndarray, mean_probabilities: np.ndarray, labels: np.ndarray
-) -> tuple[dict, dict[str, np.ndarray]]:
-    """Scalar metrics and per-image arrays for one predictive.
-
-    Returns
-    -------
-    metrics : dict
-        ``test_accuracy`` (mode rule), ``test_accuracy_mean_prob``, ``test_nll``
-        and chi-square summaries of correct and wrong answers.
-    per_image : dict of ndarray
-        ``predicted`` (mode rule), ``chi2`` and ``correct``, and the ``confusion`` matrix.
-    """
-    labels = np.asarray(labels).astype(np.int64)
-    predicted = mode_prediction(sampled_labels)
-    correct = predicted == labels
-    chi2 = chisquare_statistics(sampled_labels)
-    metrics = {
-        "test_accuracy": accuracy(predicted, labels),
-        "test_accuracy_mean_prob": accuracy(mean_probabilities.argmax(axis=1), labels),
-        "test_nll": negative_log_likelihood(mean_probabilities, labels),
-        "test_errors": int((~correct).sum()),
-        "test_images": len(labels),
-        "chi2_median_correct": _median(chi2[correct]),
-        "chi2_median_errors": _median(chi2[~correct]),
-    }
-    per_image = {
-        "predicted": predicted,
-        "correct": correct,
-        "chi2": chi2,
-        "confusion": confusion_matrix(labels, predicted),
-    }
-    return metrics, per_image
-
-
-def _median(values: np.ndarray) -> float | None:
-    # JSON has no NaN: an empty group (a perfect classifier has no errors) is null.
-    return float(np.median(values)) if len(values) else None
+    return stats.chisquare(counts, axis=1).statistic

@@ -99,7 +99,7 @@ def plot_elbo(
     # Offsets like "1e4 + ..." are easy to misread as the ELBO itself.
     ax_zoom.ticklabel_format(axis="y", useOffset=False, style="plain")
     ax_zoom.set_title(f"ELBO, last {zoom_fraction:.0%} of the points (zoom)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confusion(
@@ -177,7 +177,7 @@ def plot_confusion(
     ax.set_xlabel("predicted class")
     ax.set_ylabel("actual class")
     ax.set_title(f"Confusion matrix (n = {total:,.0f}, accuracy = {accuracy:.2%})")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_chisquare(
@@ -253,7 +253,7 @@ def plot_chisquare(
     ax.set_xlabel("chi-square statistic of the sampled labels (higher = more certain)")
     ax.set_ylabel("density")
     ax.set_title("Posterior predictive certainty: correct vs wrong predictions")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _draw_elbo(ax, steps: np.ndarray, elbo: np.ndarray) -> bool:
@@ -299,7 +299,7 @@ def _robust_limits(values: np.ndarray) -> tuple[float, float]:
     return float(low - margin), float(high + margin)
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> None:
+def save_figure(fig: Figure, path: str | os.PathLike) -> None:
     """Write ``fig`` to ``path`` as a PNG, atomically."""
     with atomic_path(path) as tmp:
         # The temporary name ends in ".part", so the format cannot be inferred.

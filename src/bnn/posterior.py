@@ -41,6 +41,11 @@ class Posterior:
         """The architecture spec the weights belong to."""
         return spec_from_dict(self.meta["model"])
 
+    @property
+    def is_point_estimate(self) -> bool:
+        """True when every sd is zero (``inference=map``): each draw is the same network."""
+        return not any(np.any(std) for std in self.stds.values())
+
     def draw_chunks(
         self, n_draws: int, chunk_size: int, rng: np.random.Generator
     ) -> Iterator[dict[str, np.ndarray]]:

@@ -143,11 +143,19 @@ def log_metric_series(run_id: str, key: str, steps, values) -> None:
         client.log_batch(run_id, metrics=metrics[first : first + MAX_METRICS_PER_BATCH])
 
 
-def log_metrics(values: Mapping[str, float | int | None]) -> None:
-    """Log scalar metrics under their namespaced names, skipping empty ones."""
-    mlflow.log_metrics(
-        {mlflow_name(key): float(value) for key, value in values.items() if value is not None}
-    )
+def log_metrics(values: Mapping[str, object]) -> None:
+    """Log the numeric values under their namespaced names; ``None`` and text are skipped."""
+    numbers = {
+        mlflow_name(key): float(value)
+        for key, value in values.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    mlflow.log_metrics(numbers)
+
+
+def set_tags(values: Mapping[str, object]) -> None:
+    """Tag the active run, skipping ``None`` values."""
+    mlflow.set_tags({key: str(value) for key, value in values.items() if value is not None})
 
 
 def log_text_artifact(text: str, file_name: str) -> None:

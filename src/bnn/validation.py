@@ -34,7 +34,7 @@ class ValidationMonitor:
     _checks: list[tuple[int, float, float]] = field(default_factory=list)
 
     def __call__(self, approx, _losses, step: int) -> None:
-        done = step + 1  # PyMC counts from 0
+        done = step  # PyMC passes the number of steps done, 1 after the first
         if done % self.every:
             return
         paused = time.perf_counter()

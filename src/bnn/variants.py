@@ -15,7 +15,18 @@ from mlflow.tracking import MlflowClient
 from bnn import reports, tracking
 from bnn.atomic import atomic_path, write_text
 
-COLUMNS = ("model", "prior", "preset", "test_accuracy", "test_nll", "fit_seconds", "n_iter")
+COLUMNS = (
+    "model",
+    "prior",
+    "inference",
+    "preset",
+    "test_accuracy",
+    "test_nll",
+    "test_ece",
+    "fit_seconds",
+    "n_iter",
+)
+KEY = ("model", "prior", "inference", "preset")
 
 
 def row_from_run(run) -> dict | None:
@@ -31,8 +42,11 @@ def row_from_run(run) -> dict | None:
         "prior": prior,
         # Runs logged before presets were named ran the defaults.
         "preset": params.get("preset", "default"),
+        "inference": params.get("inference.method", "advi"),
         "test_accuracy": values["test/accuracy"],
         "test_nll": values.get("test/nll"),
+        # Runs evaluated before calibration was measured have none.
+        "test_ece": values.get("test/ece"),
         "fit_seconds": values.get("fit/seconds"),
         "n_iter": int(params["inference.n_iter"]) if "inference.n_iter" in params else None,
         "run_id": run.info.run_id,
@@ -40,12 +54,12 @@ def row_from_run(run) -> dict | None:
 
 
 def latest_rows(runs) -> list[dict]:
-    """The newest finished run of each (model, prior, preset), sorted by those keys."""
+    """The newest finished run of each (model, prior, inference, preset), sorted by those keys."""
     rows = {}
     for run in sorted(runs, key=lambda r: r.info.start_time):
         row = row_from_run(run)
         if row is not None:
-            rows[(row["model"], row["prior"], row["preset"])] = row
+            rows[tuple(row[key] for key in KEY)] = row
     return [rows[key] for key in sorted(rows)]
 
 
@@ -63,15 +77,18 @@ def rows_from_store(uri: str, experiment: str, parent_run_id: str | None = None)
 def markdown(rows: list[dict]) -> str:
     """The table as GitHub markdown."""
     lines = [
-        "| model | prior | preset | test accuracy | test NLL | fit time | iterations |",
-        "|---|---|---|---|---|---|---|",
+        "| model | prior | inference | preset | test accuracy | test NLL | test ECE "
+        "| fit time | iterations |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         nll = "" if row["test_nll"] is None else f"{row['test_nll']:.4f}"
+        ece = "" if row.get("test_ece") is None else f"{row['test_ece']:.4f}"
         minutes = "" if row["fit_seconds"] is None else f"{row['fit_seconds'] / 60:.1f} min"
         lines.append(
-            f"| {row['model']} | {row['prior']} | {row['preset']} "
-            f"| {100 * row['test_accuracy']:.2f}% | {nll} | {minutes} | {row['n_iter']:,} |"
+            f"| {row['model']} | {row['prior']} | {row['inference']} | {row['preset']} "
+            f"| {100 * row['test_accuracy']:.2f}% | {nll} | {ece} | {minutes} "
+            f"| {row['n_iter']:,} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -81,6 +98,7 @@ def plot(rows: list[dict], path) -> None:
     figure = Figure(figsize=(max(9.0, 1.5 * len(rows)), 3.8), layout="constrained")
     names = [
         "\n".join([row["model"], *row["prior"].split()])
+        + ("" if row["inference"] == "advi" else f"\n{row['inference'].upper()}")
         + ("" if row["preset"] == "default" else f"\n{row['preset']}")
         for row in rows
     ]
