@@ -4,7 +4,7 @@ Reads images (IDX, .npy, .npz, a .png or a folder of PNGs; see
 :mod:`bnn.image_input`) and writes one CSV row per image (columns in
 :mod:`bnn.prediction`) to stdout or ``--out``. For example::
 
-    python src/predict.py --images data/raw/t10k-images-idx3-ubyte.gz --out predictions.csv
+    python src/predict.py --images data/raw/t10k-images-idx3-ubyte --out predictions.csv
     python src/predict.py --images my_digits/ --draws 200 --seed 1
 
 The model folder needs ``posterior.npz``, ``posterior.json`` and ``flag.json``,
