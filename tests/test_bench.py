@@ -50,6 +50,9 @@ def test_tiny_bench_writes_every_key_for_both_networks(tmp_path):
         assert values["dtype"] == "float32"
         assert values["baseline_dtype"] == "float64"
         assert math.isfinite(values["lrt_it_per_s"]) and values["lrt_it_per_s"] > 0
+        assert values["speedup_vs_pymc_step"] == pytest.approx(
+            values["it_per_s"] / values["pymc_step_it_per_s"]
+        )
         assert values["speedup_vs_baseline"] == pytest.approx(
             values["it_per_s"] / values["baseline_it_per_s"]
         )

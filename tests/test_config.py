@@ -58,6 +58,12 @@ def test_default_config_validates():
         ("inference.learning_rate=0", "inference.learning_rate must be a positive number"),
         ("inference.lr_final_fraction=2", "inference.lr_final_fraction must be a number in [0, 1]"),
         ("inference.float_dtype=float16", "inference.float_dtype must be one of float32, float64"),
+        ("inference.engine=jax", "inference.engine must be one of fused, pymc"),
+        (
+            "inference.optimizer=sgd",
+            "inference.optimizer must be adam with inference.engine=fused (its update is "
+            "Adam's), got 'sgd'; set inference.engine=pymc",
+        ),
         ("prior.sigma=-1", "prior.sigma must be a positive number, got -1 (conf/prior/fixed.yaml)"),
         ("model.n_hidden=[800,-3]", "model.n_hidden must be a list of positive integers"),
     ],

@@ -3,9 +3,11 @@
 For each network (the project's default ``conf/`` settings) it measures, in
 one run on this machine:
 
-- ADVI iterations per second after warm-up, ours and ``pm.fit(method="advi")``
-  with PyMC's defaults (float64, default mode, initial point, optimizer), and
-  ours with the local reparameterization estimator (``inference=lrt``);
+- ADVI iterations per second after warm-up: ours (the default config, whose
+  ``inference.engine=fused`` step is :mod:`bnn.fused_advi`); ``pm.fit(method="advi")``
+  with PyMC's defaults (float64, default mode, initial point, optimizer); our
+  settings with PyMC's own step (``inference.engine=pymc``); and ours with the
+  local reparameterization estimator (``inference=lrt``);
 - the roofline: this machine's GEMM peak over the FLOPs of one step;
 - the time to draw the posterior predictive of ``draws`` x ``n_test`` images,
   ours and ``pm.sample_posterior_predictive`` on the same approximation;
@@ -36,8 +38,9 @@ import pytensor
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from bnn import config, inference, posterior, predictive, reference_predictive, reports, roofline
+from bnn import config, posterior, predictive, reference_predictive, reports, roofline
 from bnn.atomic import write_text
+from bnn.fitting import fit_model
 from bnn.local_reparam import fit_local_reparam
 from bnn.model import bnn_model
 
@@ -126,10 +129,14 @@ class StepClock:
 
 
 def measure_fit(job: dict) -> dict:
-    """Our fit (saving its posterior to ``job['save_to']``), or PyMC's defaults."""
+    """Our fit (saving its posterior to ``job['save_to']``), or PyMC's defaults.
+
+    ``job['engine']``, when given, overrides ``inference.engine``.
+    """
     cfg = network_config(job["network"], job["overrides"])
     spec, prior = config.model_spec(cfg.model), config.prior_family(cfg.prior)
     settings = config.advi_settings(cfg.inference)
+    settings = replace(settings, engine=job.get("engine", settings.engine))
     images, labels = synthetic_data(job["n_train"], seed=0)
     clock, n_steps = StepClock(), job["warmup"] + job["iters"]
     if job.get("method") == "lrt":
@@ -145,7 +152,7 @@ def measure_fit(job: dict) -> dict:
         dtype = settings.float_dtype
         with pytensor.config.change_flags(floatX=dtype):
             model = bnn_model(images, labels, spec, prior, settings.batch_size)
-            result = inference.fit_advi(
+            result = fit_model(
                 model,
                 replace(settings, n_iter=n_steps),
                 seed=1,
@@ -157,7 +164,8 @@ def measure_fit(job: dict) -> dict:
                 "prior": OmegaConf.to_container(cfg.prior),
                 "float_dtype": dtype,
             }
-            posterior.save(posterior.from_approximation(result.approx, meta), job["save_to"])
+            if "save_to" in job:
+                posterior.save(posterior.from_approximation(result.approx, meta), job["save_to"])
     return {"it_per_s": clock.rate_after(job["warmup"]), "dtype": dtype, "rss": peak_rss_mb()}
 
 
@@ -221,6 +229,15 @@ def bench_network(network: str, budget: Budget, peaks: dict) -> dict:
             warmup=budget.warmup[network],
             iters=budget.baseline_iters[network],
         )
+        pymc_step = in_worker(
+            "fit",
+            **common,
+            baseline=False,
+            engine="pymc",
+            n_train=budget.n_train,
+            warmup=budget.warmup[network],
+            iters=budget.baseline_iters[network],
+        )
         lrt = in_worker(
             "fit",
             **common,
@@ -248,6 +265,8 @@ def bench_network(network: str, budget: Budget, peaks: dict) -> dict:
         "ppc_peak_rss_mb": ppc["rss"],
         "baseline_dtype": baseline["dtype"],
         "lrt_it_per_s": lrt["it_per_s"],
+        "pymc_step_it_per_s": pymc_step["it_per_s"],
+        "speedup_vs_pymc_step": fit["it_per_s"] / pymc_step["it_per_s"],
         "speedup_vs_baseline": fit["it_per_s"] / baseline["it_per_s"],
         "fraction_of_roofline": fit["it_per_s"] / roof,
         "ppc_speedup_vs_baseline": baseline_ppc["seconds"] / ppc["seconds"],
@@ -262,15 +281,16 @@ def bench_network(network: str, budget: Budget, peaks: dict) -> dict:
 def markdown(results: dict) -> str:
     """The results as a GitHub table, ratios first."""
     lines = [
-        "| network | dtype | fit it/s | PyMC default it/s | speed-up | roofline it/s "
-        "| of roofline | LRT it/s | predictive s | PyMC predictive s | speed-up | fit RSS "
-        "| predictive RSS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| network | dtype | fit it/s | PyMC default it/s | speed-up | PyMC step it/s "
+        "| speed-up | roofline it/s | of roofline | LRT it/s | predictive s | PyMC predictive s "
+        "| speed-up | fit RSS | predictive RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for network, r in results.items():
         lines.append(
             f"| {network} | {r['dtype']} | {r['it_per_s']:.1f} | {r['baseline_it_per_s']:.2f} "
             f"({r['baseline_dtype']}) | {r['speedup_vs_baseline']:.1f}x "
+            f"| {r['pymc_step_it_per_s']:.1f} | {r['speedup_vs_pymc_step']:.1f}x "
             f"| {r['roofline_it_per_s']:.0f} | {100 * r['fraction_of_roofline']:.0f}% "
             f"| {r['lrt_it_per_s']:.1f} "
             f"| {r['ppc_seconds']:.1f} | {r['baseline_ppc_seconds']:.1f} "

@@ -12,7 +12,14 @@ from dataclasses import fields
 
 from bnn.errors import ConfigError
 from bnn.evaluation import SCORES
-from bnn.inference import INIT_SCHEMES, LR_DECAYS, METHODS, OPTIMIZERS, AdviSettings
+from bnn.inference import (
+    ENGINES,
+    INIT_SCHEMES,
+    LR_DECAYS,
+    METHODS,
+    OPTIMIZERS,
+    AdviSettings,
+)
 from bnn.networks import NETWORKS, ConvSpec, DenseSpec
 from bnn.priors import PRIOR_FAMILIES, FixedNormal, HierarchicalNormal
 from bnn.shifted_inputs import OOD_SETS
@@ -119,8 +126,9 @@ def advi_settings(inference: Mapping) -> AdviSettings:
     unknown = sorted(set(inference) - known)
     if unknown:
         raise _fail(group, inference, unknown[0], "is not a known setting")
-    return AdviSettings(
+    settings = AdviSettings(
         method=method,
+        engine=choice(group, inference, "engine", ENGINES),
         n_iter=positive_int(group, inference, "n_iter"),
         batch_size=positive_int(group, inference, "batch_size"),
         optimizer=choice(group, inference, "optimizer", tuple(OPTIMIZERS)),
@@ -134,6 +142,15 @@ def advi_settings(inference: Mapping) -> AdviSettings:
         elbo_log_points=positive_int(group, inference, "elbo_log_points"),
         validate_every=positive_int(group, inference, "validate_every"),
     )
+    if settings.engine == "fused" and method != "lrt" and settings.optimizer != "adam":
+        raise _fail(
+            group,
+            inference,
+            "optimizer",
+            f"must be adam with inference.engine=fused (its update is Adam's), got "
+            f"{settings.optimizer!r}; set inference.engine=pymc for PyMC's other optimizers",
+        )
+    return settings
 
 
 def predictive_settings(predictive: Mapping) -> dict:

@@ -8,6 +8,7 @@ import pytensor
 from bnn import reports, tracking
 from bnn.dataset import LabelledImages
 from bnn.forward import class_probabilities
+from bnn.fused_advi import fit_fused
 from bnn.inference import AdviSettings, FitResult, elbo_curve, fit_advi
 from bnn.local_reparam import fit_local_reparam
 from bnn.metrics import accuracy
@@ -47,12 +48,25 @@ def fit_posterior(
         return Posterior(means, stds, meta), result
     with pytensor.config.change_flags(floatX=settings.float_dtype):
         model = bnn_model(train.images, train.labels, spec, prior, settings.batch_size)
-        result = fit_advi(model, settings, seed, progressbar=progressbar, callbacks=callbacks)
+        result = fit_model(model, settings, seed, progressbar=progressbar, callbacks=callbacks)
         posterior = from_approximation(result.approx, meta)
     if settings.method == "map":
         # A point estimate: its draws are the point exactly, not to within MAP_SIGMA.
         posterior.stds = {name: np.zeros_like(std) for name, std in posterior.stds.items()}
     return posterior, result
+
+
+def fit_model(
+    model, settings: AdviSettings, seed: int, progressbar: bool = True, callbacks=()
+) -> FitResult:
+    """Fit ``model`` (method advi or map) with the configured step engine.
+
+    ``settings.engine`` is ``fused`` (:func:`bnn.fused_advi.fit_fused`, the default)
+    or ``pymc`` (``pm.ADVI``'s own step, :func:`bnn.inference.fit_advi`).
+    """
+    if settings.engine == "fused":
+        return fit_fused(model, settings, seed, progressbar=progressbar, callbacks=callbacks)
+    return fit_advi(model, settings, seed, progressbar=progressbar, callbacks=callbacks)
 
 
 def posterior_mean_accuracy(posterior: Posterior, data: LabelledImages) -> float:

@@ -31,6 +31,8 @@ OPTIMIZERS = {
 }
 LR_DECAYS = ("none", "cosine")
 METHODS = ("advi", "map", "lrt")
+# How a step of advi/map is run: fused (bnn.fused_advi) or pm.ADVI's own step.
+ENGINES = ("fused", "pymc")
 # inference=map: the factors' sd, frozen. The draws are then the means to ~1e-6,
 # and the ADVI objective's gradient in the means is the gradient of log p(means).
 MAP_SIGMA = 1e-6
@@ -49,6 +51,7 @@ class AdviSettings:
     """
 
     method: str = "advi"
+    engine: str = "fused"
     n_iter: int = 6000
     batch_size: int = 500
     optimizer: str = "adam"
@@ -117,7 +120,10 @@ def fit_advi(
     progressbar: bool = True,
     callbacks: Sequence[Callable] = (),
 ) -> FitResult:
-    """Fit mean-field ADVI to ``model`` and return the approximation and ELBO history.
+    """Fit mean-field ADVI to ``model`` with PyMC's own step (``inference.engine=pymc``).
+
+    Returns the approximation and the ELBO history. :func:`bnn.fitting.fit_model`
+    picks this or the fused step (:mod:`bnn.fused_advi`) by ``settings.engine``.
 
     ``callbacks`` are PyMC fit callbacks, ``callback(approx, losses, step)``,
     called after every step (for monitoring, e.g. validation accuracy).

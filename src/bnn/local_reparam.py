@@ -46,7 +46,6 @@ The KL term is analytic (see :func:`gaussian_kl`). PyMC evaluates
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,7 +55,6 @@ import pymc as pm
 import pytensor
 import pytensor.tensor as pt
 from pytensor.tensor import TensorVariable
-from rich.progress import Progress, TextColumn
 
 from bnn.errors import ConfigError
 from bnn.inference import OPTIMIZERS, DivergedError, FitResult, initial_means, learning_rate_at
@@ -64,6 +62,7 @@ from bnn.layers import activate, image_patches, max_pool
 from bnn.model import categorical_logit_logp
 from bnn.networks import IMAGE_SHAPE, ConvSpec, DenseSpec, build_network
 from bnn.priors import FixedNormal
+from bnn.step_loop import run_steps
 
 CONFIG_FILE = "conf/inference/lrt.yaml"
 
@@ -411,29 +410,21 @@ def fit_local_reparam(
         step_function, learning_rate = compile_step(
             images, labels, spec, prior, settings, approx, seed, mode
         )
-        losses = np.full(settings.n_iter, np.nan)
-        with Progress(
-            *Progress.get_default_columns(),
-            TextColumn("{task.fields[loss]}"),
-            disable=not progressbar,
-        ) as progress:
-            task = progress.add_task("Fitting (LRT):", total=settings.n_iter, loss="")
-            for index in range(settings.n_iter):
-                learning_rate.set_value(np.asarray(learning_rate_at(index, settings), dtype))
-                loss = float(step_function())
-                if not math.isfinite(loss):
-                    raise DivergedError(
-                        f"LRT diverged: the loss is {loss} at step {index + 1}. Lower "
-                        "inference.learning_rate or inference.start_sigma, or set "
-                        "inference.float_dtype=float64."
-                    )
-                losses[index] = loss
-                if index % 10 == 0:
-                    mean_loss = losses[max(0, index - 999) : index + 1].mean()
-                    progress.update(task, loss=f"Average Loss = {mean_loss:,.5g}")
-                progress.update(task, advance=1)
-                for callback in callbacks:
-                    callback(approx, losses[: index + 1], index + 1)
+
+        def step(index: int) -> float:
+            learning_rate.set_value(np.asarray(learning_rate_at(index, settings), dtype))
+            return step_function()
+
+        def diverged(index: int, loss: float) -> DivergedError:
+            return DivergedError(
+                f"LRT diverged: the loss is {loss} at step {index + 1}. Lower "
+                "inference.learning_rate or inference.start_sigma, or set "
+                "inference.float_dtype=float64."
+            )
+
+        losses = run_steps(
+            settings.n_iter, step, approx, callbacks, progressbar, "Fitting (LRT)", diverged
+        )
         seconds = time.perf_counter() - began
     result = FitResult(approx=approx, loss_history=losses, seconds=seconds, began=began)
     return approx.means(), approx.stds(), result
