@@ -62,7 +62,9 @@ def run_one(setting: dict, every: int, processed: str) -> dict:
         "name": name,
         "it_per_s": settings.n_iter / result.seconds,
         "valid_curve": curve,
-        "test_accuracy_mode": accuracy(mode_prediction(label_counts(samples.sampled_labels)), test.labels),
+        "test_accuracy_mode": accuracy(
+            mode_prediction(label_counts(samples.sampled_labels)), test.labels
+        ),
     }
 
 

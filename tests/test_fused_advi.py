@@ -16,8 +16,8 @@ from bnn.fitting import fit_model
 from bnn.fused_advi import ADAM_EPSILON, BETA1, BETA2, FusedStep, fit_fused
 from bnn.inference import AdviSettings, DivergedError
 from bnn.logp_gradient import FAST_CPU_MODE, NumpyTanh, compile_logp_gradient
-from bnn.model import label_variable
-from bnn.networks import DenseSpec, build_network
+from bnn.model import bnn_model, label_variable
+from bnn.networks import ConvSpec, DenseSpec, build_network
 from bnn.posterior import from_approximation
 from bnn.priors import FixedNormal, HierarchicalNormal
 
@@ -196,3 +196,17 @@ def test_fused_divergence_is_one_error_naming_a_variable():
             fit_fused(small_network_model(FixedNormal(1.0)), settings, seed=0, progressbar=False)
     with pytest.raises(ConfigError, match=r"engine=fused implements Adam only.*engine=pymc"):
         fit_fused(model, AdviSettings(optimizer="sgd"), seed=0, progressbar=False)
+
+
+def test_fused_fit_of_a_minibatch_conv_net_is_finite_and_reproducible():
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((40, 784), dtype=np.float32), rng.integers(0, 10, 40)
+    spec = ConvSpec(n_filters=(2, 2), n_hidden=(4,))
+    settings = AdviSettings(n_iter=6, batch_size=8)
+    histories = []
+    for _ in range(2):
+        with pytensor.config.change_flags(floatX="float32"):
+            model = bnn_model(images, labels, spec, FixedNormal(1.0), batch_size=8)
+            histories.append(fit_fused(model, settings, seed=3, progressbar=False).loss_history)
+    assert np.isfinite(histories[0]).all()
+    np.testing.assert_array_equal(histories[0], histories[1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytensor.tensor as pt
 from pytensor.tensor import TensorVariable
 
+from bnn.numpy_conv import ConvGraph, PoolGraph
 from bnn.priors import PriorFamily
 
 
@@ -87,24 +88,40 @@ def conv2d(
     activation : {"tanh", "linear"}
         Nonlinearity applied to the output. The default is "linear".
     """
-    height, width, n_in = in_shape
+    n_in = in_shape[2]
     weights = prior(f"{name}_W", (kernel_size, kernel_size, n_in, n_out))
     bias = prior(f"{name}_b", (n_out,))
-    patches = image_patches(inputs, kernel_size, height, width)
-    outputs = pt.dot(patches, weights.reshape((kernel_size * kernel_size * n_in, n_out))) + bias
-    out_h, out_w = height - kernel_size + 1, width - kernel_size + 1
-    return activate(outputs.reshape((-1, out_h, out_w, n_out)), activation)
+    return activate(convolve(inputs, weights, in_shape, kernel_size) + bias, activation)
+
+
+def convolve(inputs, weights, in_shape: tuple[int, int, int], kernel_size: int):
+    """``inputs`` (batch, h, w, c) convolved ('valid') with ``weights`` (k, k, c, n_out).
+
+    im2col and one GEMM, wrapped in a :class:`bnn.numpy_conv.ConvGraph`: inlined by
+    every backend, and swapped for NumPy kernels by the fused ADVI engine.
+    """
+    height, width, n_in = in_shape
+    images = pt.tensor4("images", dtype=inputs.dtype)
+    kernel = pt.tensor4("kernel", dtype=weights.dtype)
+    patches = image_patches(images, kernel_size, height, width)
+    outputs = pt.dot(patches, kernel.reshape((kernel_size * kernel_size * n_in, -1)))
+    out_shape = (-1, height - kernel_size + 1, width - kernel_size + 1, kernel.shape[3])
+    return ConvGraph([images, kernel], [outputs.reshape(out_shape)], inline=True)(inputs, weights)
 
 
 def max_pool(inputs: TensorVariable, in_shape: tuple[int, int, int], size: int) -> TensorVariable:
     """Non-overlapping ``size`` x ``size`` max-pooling of channels-last images.
 
     A reshape and a max: each pooling window becomes two axes of its own.
-    Height and width must be multiples of ``size``.
+    Height and width must be multiples of ``size``. Wrapped in a
+    :class:`bnn.numpy_conv.PoolGraph`, like :func:`convolve`.
     """
     height, width, channels = in_shape
-    windows = inputs.reshape((-1, height // size, size, width // size, size, channels))
-    return windows.max(axis=(2, 4))
+    images = pt.tensor4("images", dtype=inputs.dtype)
+    windows = images.reshape((-1, height // size, size, width // size, size, channels))
+    pool = PoolGraph([images], [windows.max(axis=(2, 4))], inline=True)
+    pool.pool_size = size
+    return pool(inputs)
 
 
 def activate(outputs: TensorVariable, activation: str) -> TensorVariable:

@@ -32,8 +32,10 @@ from pytensor.graph.rewriting.utils import rewrite_graph
 from pytensor.scalar.basic import Tanh
 from pytensor.tensor.elemwise import Elemwise
 
+from bnn.numpy_conv import Conv2dValid, ConvGraph, MaxPool2d, PoolGraph
+
 # C backend, the usual rewrites, minus the Gemm fusion (see the module docstring).
-FAST_CPU_MODE = Mode(linker="cvm", optimizer="fast_run").excluding("gemm_optimizer")
+FAST_CPU_MODE = Mode(linker="cvm_nogc", optimizer="fast_run").excluding("gemm_optimizer")
 
 
 class NumpyTanh(Op):
@@ -48,9 +50,9 @@ class NumpyTanh(Op):
     def perform(self, node, inputs, output_storage):
         output_storage[0][0] = np.tanh(inputs[0])
 
-    def grad(self, inputs, output_gradients):
-        y = self(inputs[0])
-        return [output_gradients[0] * (1 - y * y)]
+    def pullback(self, inputs, outputs, cotangents):
+        (y,) = outputs
+        return [cotangents[0] * (1 - y * y)]
 
     def infer_shape(self, node, input_shapes):
         return input_shapes
@@ -64,11 +66,20 @@ def numpy_tanh(fgraph, node):
     return None
 
 
-def flat_logp(model: pm.Model, ordering: dict, dtype: str):
+@node_rewriter([ConvGraph, PoolGraph])
+def numpy_conv(fgraph, node):
+    """Replace a conv layer's convolution or pooling graph with its NumPy kernel."""
+    if isinstance(node.op, PoolGraph):
+        return [MaxPool2d(node.op.pool_size)(*node.inputs)]
+    return [Conv2dValid()(*node.inputs)]
+
+
+def flat_logp(model: pm.Model, ordering: dict, dtype: str, numpy_kernels: bool = True):
     """``(w, log p(w))``: the model's log density of one flat vector ``w``.
 
     ``ordering`` maps each value variable's name to ``(name, slice, shape, dtype)``,
-    as a ``pm.MeanField`` group orders them.
+    as a ``pm.MeanField`` group orders them. ``numpy_kernels`` swaps in
+    :class:`NumpyTanh` and the conv net's NumPy kernels (:mod:`bnn.numpy_conv`).
     """
     size = sum(where.stop - where.start for _, where, _, _ in ordering.values())
     flat = pt.vector("w", dtype=dtype, shape=(size,))
@@ -77,18 +88,26 @@ def flat_logp(model: pm.Model, ordering: dict, dtype: str):
         _, where, shape, _ = ordering[value.name]
         pieces[value] = flat[where].reshape(shape).astype(value.dtype)
     logp = graph_replace(model.logp(), pieces, strict=False)
-    return flat, rewrite_graph(logp, custom_rewrite=in2out(numpy_tanh), include=())
+    if not numpy_kernels:
+        return flat, logp
+    return flat, rewrite_graph(logp, custom_rewrite=in2out(numpy_tanh, numpy_conv), include=())
 
 
 def compile_logp_gradient(
-    model: pm.Model, ordering: dict, dtype: str, seed: int
+    model: pm.Model,
+    ordering: dict,
+    dtype: str,
+    seed: int,
+    numpy_kernels: bool = True,
+    mode=FAST_CPU_MODE,
 ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """A function ``w -> (log p(w), ∇ log p(w))`` for flat ``w`` in ``ordering``.
 
     Each call draws the next minibatch (``pm.Minibatch``'s random rows), from a
-    generator seeded with ``seed``.
+    generator seeded with ``seed``. ``numpy_kernels`` and ``mode`` are the levers
+    ``scripts/step_phases.py`` compares; the defaults are the fast ones.
     """
-    flat, logp = flat_logp(model, ordering, dtype)
+    flat, logp = flat_logp(model, ordering, dtype, numpy_kernels)
     gradient = pt.grad(logp, flat)
     with warnings.catch_warnings():
         # PyTensor warns that it links no BLAS. Without Gemm its matrix products are
@@ -99,5 +118,5 @@ def compile_logp_gradient(
             [pytensor.In(flat, borrow=True)],
             [logp, gradient],
             random_seed=seed,
-            mode=FAST_CPU_MODE,
+            mode=mode,
         )
