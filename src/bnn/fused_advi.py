@@ -2,9 +2,9 @@ r"""Mean-field ADVI on PyMC's objective with a fused step: the default engine.
 
 ``inference.engine=pymc`` runs ``pm.ADVI.fit``, which compiles the whole step
 (noise, weights, ELBO, gradients, Adam) into one PyTensor function. On this
-2-core CPU about 60% of that step is single-threaded scalar loops over the
-1.28 M variational parameter pairs of the dense net, and PyTensor's default
-(Numba) ``tanh`` is a scalar libm call. ``inference.engine=fused`` (this module)
+2-core CPU most of that step is single-threaded scalar loops over the 1.28 M
+variational parameter pairs of the dense net (normal draws, softplus, log q,
+Adam) and a scalar ``tanh``. ``inference.engine=fused`` (this module)
 keeps everything that defines the fit and splits the step where each part runs
 fastest:
 

@@ -4,14 +4,19 @@ The fused ADVI step (:mod:`bnn.fused_advi`) needs, at the drawn weights ``w``,
 ``log p(w)`` and ``∇ log p(w)`` of the model exactly as PyMC defines them
 (``model.logp()``: priors, Jacobians, the minibatch likelihood scaled by
 ``total_size``), with ``w`` one flat vector in the approximation's own ordering.
-Two choices make that function about twice as fast here (measured on the dense
-net: 35 ms to 17 ms per call):
+Three choices make that function faster here (``scripts/step_phases.py``; dense
+net: 26 ms in PyTensor's default mode, 17 ms here):
 
-- **PyTensor's C backend with NumPy's tanh.** PyTensor 3 defaults to Numba, whose
-  ``tanh`` is a scalar libm call (5 ms per 500 x 800 layer); NumPy's is SIMD (0.06 ms).
-  :class:`NumpyTanh` swaps it in, and the C virtual machine runs it directly.
+- **PyTensor's C backend with NumPy kernels.** The C backend's ``tanh`` is a
+  scalar libm call (5 ms per 500 x 800 layer); NumPy's is SIMD (0.06 ms).
+  :class:`NumpyTanh` swaps it in, and the conv net's convolutions and pools go to
+  :mod:`bnn.numpy_conv`. The C virtual machine runs their Python ``perform``
+  directly; PyTensor 3's default backend, Numba, would run them in object mode.
+- **No garbage collection between calls** (``cvm_nogc``): buffers stay allocated
+  instead of being mapped and page-faulted afresh every step.
 - **No ``Gemm`` fusion.** A pip-installed PyTensor links no BLAS, so its ``Gemm``
-  falls back to a slow path (6.3 ms where ``Dot22`` plus an add takes 2.8 ms).
+  falls back to a slow path: 6.3 ms for each of the dense net's weight-gradient
+  products, where ``Dot22`` (NumPy's ``dot``) takes 2.8 ms for one of the same size.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -30,7 +31,7 @@ def child_tags() -> dict[str, str]:
 
 
 class MlflowSweepCallback(Callback):
-    """Parent run at the start of a multirun; the variants table at its end."""
+    """Parent run at the start of a multirun; the variants tables at its end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         uri = tracking.tracking_uri(config.mlflow.tracking_uri)
@@ -61,11 +62,16 @@ class MlflowSweepCallback(Callback):
         if parent is None:
             return
         uri = tracking.tracking_uri(config.mlflow.tracking_uri)
-        rows = variants.rows_from_store(uri, config.mlflow.experiment, parent_run_id=parent)
-        variants.write(rows, Path(config.paths.metrics))
+        experiment = config.mlflow.experiment
+        # metrics/ gets the whole table (every variant's newest run, as
+        # `python -m bnn.variants` builds it), so a sweep never drops other rows;
+        # the parent run gets the table of its own jobs.
+        variants.write(variants.rows_from_store(uri, experiment), Path(config.paths.metrics))
         client = MlflowClient(uri)
-        for name in ("variants.json", "variants.md", "variants.png"):
-            path = Path(config.paths.metrics) / name
-            if path.is_file():
-                client.log_artifact(parent, str(path))
+        with tempfile.TemporaryDirectory(prefix="bnn-sweep-") as folder:
+            variants.write(variants.rows_from_store(uri, experiment, parent), Path(folder))
+            for name in ("variants.json", "variants.md", "variants.png"):
+                path = Path(folder) / name
+                if path.is_file():
+                    client.log_artifact(parent, str(path))
         client.set_terminated(parent, "FINISHED")

@@ -1,7 +1,8 @@
 """The comparison table of model/prior variants: JSON, markdown and a plot.
 
 Rows come from finished MLflow runs, so the table can be rebuilt from the store
-at any time (``python -m bnn.variants``); a sweep writes it when it ends.
+at any time (``python -m bnn.variants``); a sweep rebuilds it when it ends, and
+logs the table of its own jobs to its parent run.
 """
 
 from __future__ import annotations
