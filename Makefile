@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 PYTHON ?= $(shell command -v python3.12 || command -v python3)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help env run test test-slow bench lint params lock clean
+.PHONY: help env run smoke test test-integration bench exp-show lint params lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F ':.*?## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,24 +27,30 @@ $(STAMP): requirements.lock pyproject.toml .python-version
 	touch $@
 
 run: env ## Run the whole pipeline (dvc repro): fetch, preprocess, fit, ppc, evaluate, plots
-	$(PY) -m bnn.params_file .
+	$(PY) -m bnn.pipeline.params_file .
 	dvc repro
 
-test: env ## Run the test suite (fast tests; tiny synthetic data)
-	$(PY) -m pytest -q
+smoke: env ## A first run in about a minute of fitting: every stage as `dvc exp run -S experiment=smoke`
+	dvc exp run -S experiment=smoke
 
-test-slow: env ## Run only the slow tests (real MNIST, longer fits)
-	$(PY) -m pytest -q -m slow
+exp-show: env ## The DVC experiments, a screen wide: network, prior, steps and headline metrics
+	dvc exp show --drop '.*' --keep 'Experiment|Created|^model.name$$|^prior.family$$|^inference.method$$|^inference.n_iter$$|^preset$$|^test_accuracy$$|^test_nll$$|^test_ece$$|^fit_seconds$$'
+
+test: env ## Run the unit tests (tests/unit: tiny synthetic data, every stage's library code)
+	$(PY) -m pytest -q -m "not integration"
+
+test-integration: env ## Run the integration tests (tests/integration: real DVC, sweeps, pyfunc, bench)
+	$(PY) -m pytest -q -m integration
 
 bench: env ## Measure fit and predictive speed against PyMC's defaults (metrics/bench.*)
-	$(PY) -m bnn.bench --out metrics
+	$(PY) -m benchmarks.bench --out metrics
 
 lint: env ## Check style with ruff
-	$(VENV)/bin/ruff check src tests scripts
-	$(VENV)/bin/ruff format --check src tests scripts
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 params: env ## Regenerate params.yaml from conf/ (after editing conf/)
-	$(PY) -m bnn.params_file .
+	$(PY) -m bnn.pipeline.params_file .
 
 lock: env ## Re-pin requirements.lock from requirements.in
 	$(UV) pip compile -q requirements.in -o requirements.lock --python-version 3.12

@@ -3,15 +3,14 @@
 import hydra
 from omegaconf import DictConfig
 
-from bnn import stages, tracking
-from bnn.cli import user_errors_exit
+from bnn.core.cli import user_errors_exit
+from bnn.pipeline import config, evaluate_stage
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 @user_errors_exit
 def main(cfg: DictConfig) -> None:
-    paths = stages.Paths.from_mapping(cfg.paths)
-    stages.evaluate(paths, tracking.tracking_uri(cfg.mlflow.tracking_uri))
+    evaluate_stage.evaluate(config.stage_paths(cfg), config.tracking_uri(cfg))
 
 
 if __name__ == "__main__":

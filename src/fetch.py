@@ -5,8 +5,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bnn.cli import user_errors_exit
-from bnn.fetch import RawFile, fetch_files, sources_from_config
+from bnn.core.cli import user_errors_exit
+from bnn.data.fetch import RawFile, fetch_files, sources_from_config
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

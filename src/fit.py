@@ -2,8 +2,8 @@
 
 Run alone with Hydra overrides, e.g. ``python src/fit.py inference.n_iter=2000 prior.sigma=0.1``.
 As a sweep, ``python src/fit.py -m model=dense,conv prior=fixed,hier``, every job runs
-the whole chain (fit, posterior predictive, evaluation, plots) in its own folder,
-as a child of one MLflow parent run (see :mod:`bnn.sweep`).
+the whole chain (fit, posterior predictive, evaluation, plots: the functions the DVC
+stages call) in its own folder, as a child of one MLflow parent run (:mod:`bnn.pipeline.sweep`).
 """
 
 from pathlib import Path
@@ -11,41 +11,30 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from bnn.cli import user_errors_exit
+from bnn.core.cli import user_errors_exit
 
-# bnn's other modules import PyTensor, so they are imported inside main(): a sweep
+# The library imports PyTensor, so it is imported inside main(): a parallel sweep
 # job's callback first points PyTensor at a compile folder of the job's own process.
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 @user_errors_exit
 def main(cfg: DictConfig) -> None:
-    from bnn import config, stages, sweep, tracking
+    from bnn.pipeline import chain, config, fit_stage, sweep
 
-    fit_settings = {
-        "spec": config.model_spec(cfg.model),
-        "prior": config.prior_family(cfg.prior),
-        "settings": config.advi_settings(cfg.inference),
-        "params": OmegaConf.to_container(cfg, resolve=True),
-        "experiment": cfg.mlflow.experiment,
-        "flag": config.flag_settings(cfg.flag),
-    }
-    paths, uri = (
-        stages.Paths.from_mapping(cfg.paths),
-        tracking.tracking_uri(cfg.mlflow.tracking_uri),
+    fit_settings, paths, uri = (
+        config.fit_settings(cfg),
+        config.stage_paths(cfg),
+        config.tracking_uri(cfg),
     )
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        stages.fit(paths, seed=cfg.seed, uri=uri, **fit_settings)
+        fit_stage.fit(paths, seed=cfg.seed, uri=uri, **fit_settings)
         return
     job_paths = paths.outputs_under(Path(HydraConfig.get().runtime.output_dir))
     fit_settings["run_tags"] = sweep.child_tags()
-    predictive = config.predictive_settings(cfg.predictive) | {
-        "shift": config.shift_settings(cfg.shift),
-        "ood": config.ood_settings(cfg.ood),
-    }
-    stages.run_all(job_paths, fit_settings, predictive, cfg.seed, uri)
+    chain.run_all(job_paths, fit_settings, config.sample_ppc_settings(cfg), cfg.seed, uri)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Predict digits with the fitted posterior, flagging the uncertain ones for a person.
 
 Reads images (IDX, .npy, .npz, a .png or a folder of PNGs; see
-:mod:`bnn.image_input`) and writes one CSV row per image (columns in
-:mod:`bnn.prediction`) to stdout or ``--out``. For example::
+:mod:`bnn.serving.image_input`) and writes one CSV row per image (columns in
+:mod:`bnn.serving.predict_table`) to stdout or ``--out``. For example::
 
     python src/predict.py --images data/raw/t10k-images-idx3-ubyte --out predictions.csv
     python src/predict.py --images my_digits/ --draws 200 --seed 1
@@ -15,16 +15,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from bnn import flagging, posterior, prediction
-from bnn.cli import EXIT_USER_ERROR, user_errors_exit
-from bnn.image_input import read_images
+from bnn.core.cli import EXIT_USER_ERROR, user_errors_exit
+
+# The library (NumPy, SciPy, pandas) is imported after the arguments are read,
+# so `--help` and a mistyped flag answer at once.
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models"
 
 
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
-        # One line, like every other user error (bnn.cli), instead of usage + error.
+        # One line, like every other user error (bnn.core.cli), instead of usage + error.
         self.exit(EXIT_USER_ERROR, f"error: {message}; see `python src/predict.py --help`\n")
 
 
@@ -58,15 +59,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @user_errors_exit
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    from bnn.predictive import posterior
+    from bnn.serving import flag_rule
+    from bnn.serving.image_input import read_images
+    from bnn.serving.predict_table import predict_table, write_csv
+
     fitted = posterior.load(args.model)
-    rule = flagging.load(args.model)
+    rule = flag_rule.load(args.model)
     batch = read_images(args.images)
     for problem in batch.problems:
         print(f"warning: {problem}", file=sys.stderr)
-    table = prediction.predict_table(
+    table = predict_table(
         fitted, batch.images, batch.sources, rule, draws=args.draws, seed=args.seed
     )
-    prediction.write_csv(table, args.out)
+    write_csv(table, args.out)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from bnn.cli import user_errors_exit
-from bnn.dataset import read_pair, save_split, scale_pixels, split_validation
+from bnn.core.cli import user_errors_exit
+from bnn.data.dataset import read_pair, save_split, scale_pixels, split_validation
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -18,10 +18,11 @@ def main(cfg: DictConfig) -> None:
     train, valid = split_validation(
         train, cfg.data.validation_size, cfg.data.split, cfg.data.split_seed
     )
-    for name, split in {"train": train, "valid": valid, "test": test}.items():
+    splits = {"train": train, "valid": valid, "test": test}
+    for name, split in splits.items():
         split.images = scale_pixels(split.images)
         save_split(split, Path(cfg.paths.processed) / f"{name}.npz")
-        print(f"{name}: {len(split)} images")
+    print("preprocess: " + ", ".join(f"{name} {len(split)}" for name, split in splits.items()))
 
 
 if __name__ == "__main__":

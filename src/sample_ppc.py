@@ -3,20 +3,18 @@
 import hydra
 from omegaconf import DictConfig
 
-from bnn import config, stages, tracking
-from bnn.cli import user_errors_exit
+from bnn.core.cli import user_errors_exit
+from bnn.pipeline import config, ppc_stage
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 @user_errors_exit
 def main(cfg: DictConfig) -> None:
-    stages.sample_ppc(
-        stages.Paths.from_mapping(cfg.paths),
+    ppc_stage.sample_ppc(
+        config.stage_paths(cfg),
         seed=cfg.seed,
-        uri=tracking.tracking_uri(cfg.mlflow.tracking_uri),
-        **config.predictive_settings(cfg.predictive),
-        shift=config.shift_settings(cfg.shift),
-        ood=config.ood_settings(cfg.ood),
+        uri=config.tracking_uri(cfg),
+        **config.sample_ppc_settings(cfg),
     )
 
 

@@ -108,3 +108,10 @@ def http_server() -> Iterator[LocalHTTPServer]:
 def synthetic_arrays() -> dict[str, np.ndarray]:
     """20 training and 10 test images from :func:`helpers_mnist.synthetic_mnist`, seed 0."""
     return synthetic_mnist(n_train=20, n_test=10, seed=0)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark everything under tests/integration/ (real DVC, MLflow model loading, benchmarks)."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)

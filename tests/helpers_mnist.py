@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnn.idx import idx_bytes
+from bnn.data.idx import idx_bytes
 
 SIDE = 28
 N_CLASSES = 10

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bnn import flagging
-from bnn import posterior as posterior_io
-from bnn.flagging import FlagRule
-from bnn.networks import DenseSpec
-from bnn.posterior import Posterior
+from bnn.model.specs import DenseSpec
+from bnn.predictive import posterior as posterior_io
+from bnn.predictive.posterior import Posterior
+from bnn.serving import flag_rule
+from bnn.serving.flag_rule import FlagRule
 
 # About the median mutual information of the tiny posterior on random images: flags about half.
 RULE = FlagRule("mutual_info", 0.023, 0.99, 0.995, 0.5)
@@ -32,5 +32,5 @@ def tiny_posterior(seed: int = 3, sd: float = 0.05) -> Posterior:
 def save_model(folder: Path, rule: FlagRule = RULE, sd: float = 0.05) -> Path:
     """Write ``posterior.npz``, ``posterior.json`` and ``flag.json`` into ``folder``."""
     posterior_io.save(tiny_posterior(sd=sd), folder)
-    flagging.save(rule, folder)
+    flag_rule.save(rule, folder)
     return folder

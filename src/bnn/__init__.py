@@ -1,8 +1,9 @@
 """Bayesian neural networks on MNIST, fitted by minibatch ADVI in PyMC.
 
-The package is the library behind the thin stage scripts in ``src/``: each
-module holds one concept (IDX files, fetching, layers, priors, models,
-inference, the posterior predictive, metrics, plots, tracking).
+The library behind the thin stage scripts in ``src/``, one subpackage per layer
+of the pipeline; imports run one way, from the bottom up:
+
+    core -> data, model -> predictive -> evaluation -> inference -> serving, reporting -> pipeline
 """
 
 __version__ = "0.1.0"

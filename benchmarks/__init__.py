@@ -1,0 +1,1 @@
+"""Benchmarks and profiles of the library (``make bench``); not part of the installed package."""

@@ -1,0 +1,241 @@
+"""A 'valid' convolution whose forward pass and gradients are NumPy kernels.
+
+The conv net's layers (:func:`bnn.model.layers.conv2d`) build a convolution as im2col
+(every patch stacked into one matrix) and one matrix product, in plain PyTensor
+ops, wrapped in a :class:`ConvGraph` so that it is recognisable. Every backend
+inlines that graph. The fused ADVI engine (:mod:`bnn.inference.logp_gradient`) swaps it for
+:class:`Conv2dValid`, whose gradients avoid what the im2col graph does worst on a
+CPU: building the patches from 25 slices (a ``Join``), and turning the patch
+gradient (a matrix 25 times the input's size) back into an image gradient with
+25 ``IncSubtensor`` s. Here the input gradient is 25 small matrix products added
+straight into views of the result (measured 16 ms against 23 ms for the patch
+gradient and 25 adds, conv layer 2, batch 500), and the patches are one
+strided copy per block of images.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytensor.tensor as pt
+from numpy.lib.stride_tricks import sliding_window_view
+from pytensor.compile.builders import OpFromGraph
+from pytensor.gradient import grad_not_implemented
+from pytensor.graph.basic import Apply
+from pytensor.graph.op import Op
+
+# Patch-matrix bytes per block: in cache, and under glibc's 32 MiB mmap threshold.
+BLOCK_BYTES = 8 * 2**20
+
+
+def patch_matrix(images: np.ndarray, kernel_size: int) -> np.ndarray:
+    """im2col: (batch * out_h * out_w, k * k * channels), ordered (row, column, channel).
+
+    ``images`` is channels-last, (batch, height, width, channels); the order matches
+    a (k, k, channels, n_out) kernel flattened in C order.
+    """
+    windows = sliding_window_view(images, (kernel_size, kernel_size), axis=(1, 2))
+    # (batch, out_h, out_w, channels, k, k) -> (batch, out_h, out_w, k, k, channels)
+    windows = windows.transpose(0, 1, 2, 4, 5, 3)
+    return np.ascontiguousarray(windows).reshape(-1, kernel_size * kernel_size * images.shape[3])
+
+
+def image_blocks(images: np.ndarray, kernel_size: int):
+    """Slices of the batch whose patch matrices fit in :data:`BLOCK_BYTES`.
+
+    Blocks keep the patches in cache, and each block's buffer small enough to be
+    reused by the allocator instead of mapped (and page-faulted) afresh.
+    """
+    batch, height, width, channels = images.shape
+    per_image = (height - kernel_size + 1) * (width - kernel_size + 1) * kernel_size**2
+    size = max(1, BLOCK_BYTES // (per_image * channels * images.itemsize))
+    return [slice(first, min(first + size, batch)) for first in range(0, batch, size)]
+
+
+def reuse(storage: list, shape: tuple, dtype) -> np.ndarray:
+    """The array left in an output cell by the previous call, if it fits; else a new one."""
+    if storage[0] is None or storage[0].shape != shape or storage[0].dtype != dtype:
+        storage[0] = np.empty(shape, dtype)
+    return storage[0]
+
+
+def conv2d_valid(images: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None):
+    """``out[b, h, w, o] = sum_{i, j, c} images[b, h + i, w + j, c] * kernel[i, j, c, o]``."""
+    size, n_out = kernel.shape[0], kernel.shape[3]
+    batch, height, width, _ = images.shape
+    shape = (batch, height - size + 1, width - size + 1, n_out)
+    out = np.empty(shape, images.dtype) if out is None else out
+    matrix = kernel.reshape(-1, n_out)
+    for block in image_blocks(images, size):
+        np.dot(patch_matrix(images[block], size), matrix, out=out[block].reshape(-1, n_out))
+    return out
+
+
+class Conv2dValid(Op):
+    """'Valid' convolution of channels-last images (batch, h, w, c) by a (k, k, c, o) kernel."""
+
+    __props__ = ()
+
+    def make_node(self, images, kernel):
+        images, kernel = pt.as_tensor_variable(images), pt.as_tensor_variable(kernel)
+        out = pt.tensor(dtype=images.dtype, shape=(None, None, None, kernel.type.shape[3]))
+        return Apply(self, [images, kernel], [out])
+
+    def perform(self, node, inputs, output_storage):
+        images, kernel = inputs
+        size, n_out = kernel.shape[0], kernel.shape[3]
+        batch, height, width, _ = images.shape
+        shape = (batch, height - size + 1, width - size + 1, n_out)
+        out = reuse(output_storage[0], shape, images.dtype)
+        conv2d_valid(images, kernel.astype(images.dtype, copy=False), out)
+
+    def pullback(self, inputs, outputs, cotangents):
+        images, kernel = inputs
+        (gradient,) = cotangents
+        return [
+            Conv2dInputGrad()(gradient, kernel, images.shape),
+            Conv2dKernelGrad()(images, gradient, kernel.shape),
+        ]
+
+
+class Conv2dInputGrad(Op):
+    """The gradient of :class:`Conv2dValid` in its images, given the output gradient."""
+
+    __props__ = ()
+
+    def make_node(self, gradient, kernel, image_shape):
+        gradient, kernel = pt.as_tensor_variable(gradient), pt.as_tensor_variable(kernel)
+        image_shape = pt.as_tensor_variable(image_shape)
+        out = pt.tensor(dtype=gradient.dtype, shape=(None, None, None, kernel.type.shape[2]))
+        return Apply(self, [gradient, kernel, image_shape], [out])
+
+    def perform(self, node, inputs, output_storage):
+        gradient, kernel, image_shape = inputs
+        size, _, channels, n_out = kernel.shape
+        batch, out_h, out_w, _ = gradient.shape
+        images = reuse(output_storage[0], tuple(image_shape), node.outputs[0].dtype)
+        images[...] = 0
+        rows = np.ascontiguousarray(gradient).reshape(-1, n_out)
+        offset = np.empty((rows.shape[0], channels), images.dtype)
+        for i in range(size):
+            for j in range(size):
+                # what kernel entry (i, j) took from each pixel: one small product each
+                np.dot(rows, kernel[i, j].T.astype(rows.dtype, copy=False), out=offset)
+                images[:, i : i + out_h, j : j + out_w, :] += offset.reshape(
+                    batch, out_h, out_w, channels
+                )
+
+    def pullback(self, inputs, outputs, cotangents):
+        return [grad_not_implemented(self, k, inputs[k]) for k in range(3)]
+
+
+class Conv2dKernelGrad(Op):
+    """The gradient of :class:`Conv2dValid` in its kernel, given the output gradient."""
+
+    __props__ = ()
+
+    def make_node(self, images, gradient, kernel_shape):
+        images, gradient = pt.as_tensor_variable(images), pt.as_tensor_variable(gradient)
+        kernel_shape = pt.as_tensor_variable(kernel_shape)
+        out = pt.tensor(dtype=images.dtype, shape=(None, None, images.type.shape[3], None))
+        return Apply(self, [images, gradient, kernel_shape], [out])
+
+    def perform(self, node, inputs, output_storage):
+        images, gradient, kernel_shape = inputs
+        size, n_out = int(kernel_shape[0]), gradient.shape[3]
+        kernel = np.zeros((size * size * images.shape[3], n_out), np.float64)
+        for block in image_blocks(images, size):
+            patches = patch_matrix(images[block], size)
+            kernel += np.dot(patches.T, gradient[block].reshape(-1, n_out))
+        output_storage[0][0] = kernel.reshape(tuple(kernel_shape)).astype(node.outputs[0].dtype)
+
+    def pullback(self, inputs, outputs, cotangents):
+        return [grad_not_implemented(self, k, inputs[k]) for k in range(3)]
+
+
+class ConvGraph(OpFromGraph):
+    """The im2col-and-GEMM convolution graph, marked so a rewrite can find it.
+
+    ``inline=True``: every backend compiles the plain PyTensor ops inside, so the
+    model is the same graph it always was; only :mod:`bnn.inference.logp_gradient` replaces it.
+    """
+
+
+@numba.njit(error_model="numpy", cache=True)
+def _route_pool_gradient(images, pooled, gradient, out, size):
+    """``out = gradient`` (upsampled) where ``images`` equals its window's max, else 0."""
+    zero = out.dtype.type(0)
+    batch, height, width, channels = images.shape
+    for b in range(batch):
+        for h in range(height):
+            for w in range(width):
+                ph, pw = h // size, w // size
+                for c in range(channels):
+                    is_max = images[b, h, w, c] == pooled[b, ph, pw, c]
+                    out[b, h, w, c] = gradient[b, ph, pw, c] if is_max else zero
+
+
+class PoolGraph(OpFromGraph):
+    """The reshape-and-max pooling graph, marked so a rewrite can find it (``pool_size`` set)."""
+
+    pool_size: int
+
+
+def max_pool_values(images: np.ndarray, size: int, out: np.ndarray) -> np.ndarray:
+    """Non-overlapping ``size`` x ``size`` max-pool of channels-last images, into ``out``."""
+    np.copyto(out, images[:, ::size, ::size])
+    for i in range(size):
+        for j in range(size):
+            if i or j:
+                np.maximum(out, images[:, i::size, j::size], out=out)
+    return out
+
+
+class MaxPool2d(Op):
+    """Max-pool of channels-last images; the gradient goes to every maximum of a window.
+
+    Ties share it as PyTensor's ``max`` gradient does (``eq`` mask), so this op and
+    the reshape-and-max graph have the same gradient, not just the same values.
+    """
+
+    __props__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def make_node(self, images):
+        images = pt.as_tensor_variable(images)
+        out = pt.tensor(dtype=images.dtype, shape=(None, None, None, images.type.shape[3]))
+        return Apply(self, [images], [out])
+
+    def perform(self, node, inputs, output_storage):
+        (images,) = inputs
+        batch, height, width, channels = images.shape
+        shape = (batch, height // self.size, width // self.size, channels)
+        max_pool_values(images, self.size, reuse(output_storage[0], shape, images.dtype))
+
+    def pullback(self, inputs, outputs, cotangents):
+        return [MaxPool2dGrad(self.size)(inputs[0], outputs[0], cotangents[0])]
+
+
+class MaxPool2dGrad(Op):
+    """The gradient of :class:`MaxPool2d` in its input."""
+
+    __props__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def make_node(self, images, pooled, gradient):
+        images, pooled, gradient = map(pt.as_tensor_variable, (images, pooled, gradient))
+        return Apply(self, [images, pooled, gradient], [images.type()])
+
+    def perform(self, node, inputs, output_storage):
+        images, pooled, gradient = (np.ascontiguousarray(array) for array in inputs)
+        out = reuse(output_storage[0], images.shape, images.dtype)
+        _route_pool_gradient(
+            images, pooled, gradient.astype(images.dtype, copy=False), out, self.size
+        )
+
+    def pullback(self, inputs, outputs, cotangents):
+        return [grad_not_implemented(self, k, inputs[k]) for k in range(3)]

@@ -1,0 +1,77 @@
+"""The ``evaluate`` stage: accuracy, NLL, calibration, error detection, shift and OOD scores."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bnn.core import tables
+from bnn.core.atomic import atomic_path
+from bnn.evaluation import scoring
+from bnn.pipeline import tracking
+from bnn.pipeline.paths import Paths
+from bnn.predictive import chunked, posterior
+from bnn.reporting.metric_files import write_reliability, write_selective
+
+
+def evaluate(paths: Paths, uri: str) -> dict:
+    """Scores of the test predictive, its calibration, the shift curve and the OOD AUROCs.
+
+    Writes ``metrics.json``, the DVC plots ``predictions.csv``,
+    ``reliability.tsv``, ``selective.tsv`` and ``shift.tsv``, and the
+    per-image scores the plots stage draws (``ppc/test_scores.npz``).
+    """
+    summaries, extra = chunked.load(paths.ppc / "test.npz")
+    summary, labels = summaries["test"], extra["labels"]
+    result = scoring.evaluate_test(summary, labels)
+    shifted, shift_extra = chunked.load(paths.ppc / "shift.npz")
+    shift_rows = scoring.shift_rows(
+        {float(angle): s for angle, s in shifted.items()}, shift_extra["labels"]
+    )
+    ood_summaries, _ = chunked.load(paths.ppc / "ood.npz")
+    test_scores = scoring.scores_of(summary)
+    scores = result.metrics | scoring.ood_metrics(test_scores, ood_summaries)
+
+    tables.write_json(paths.metrics / "metrics.json", scores)
+    rows = zip(labels, result.per_image["predicted"], strict=True)
+    tables.write_table(paths.metrics / "predictions.csv", ["actual", "predicted"], rows, sep=",")
+    write_reliability(result.reliability, paths.metrics / "reliability.tsv")
+    write_selective(result.selective, paths.metrics / "selective.tsv")
+    shift_columns = list(shift_rows[0])
+    tables.write_table(
+        paths.metrics / "shift.tsv",
+        shift_columns,
+        ([r[c] for c in shift_columns] for r in shift_rows),
+    )
+    ood_arrays = {
+        f"ood/{name}/{score}": values
+        for name, s in ood_summaries.items()
+        for score, values in scoring.scores_of(s).items()
+    }
+    with atomic_path(paths.ppc / "test_scores.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **result.per_image, **ood_arrays)
+
+    with tracking.resumed_run(uri, posterior.load_meta(paths.models).mlflow_run_id) as active:
+        if active:
+            tracking.log_metrics(scores)
+            tracking.set_tags({"error_auroc_score": scores["error_auroc_score"]})
+            for column in shift_columns[1:]:
+                angles = [round(r["angle"]) for r in shift_rows]
+                tracking.log_metric_series(
+                    active, f"shift/{column}", angles, [r[column] for r in shift_rows]
+                )
+    print(headline(scores))
+    return scores
+
+
+def headline(scores: dict) -> str:
+    """The evaluate stage's one console line: the six numbers a reader looks for first."""
+    ood = [key for key in scores if key.startswith("ood_auroc_") and key.count("_") == 2]
+    parts = [
+        f"accuracy {scores['test_accuracy']:.2%}",
+        f"NLL {scores['test_nll']:.4f}",
+        f"ECE {scores['test_ece']:.4f}",
+        f"Brier {scores['test_brier']:.4f}",
+        f"error AUROC {scores['error_auroc']:.3f} ({scores['error_auroc_score']})",
+        *(f"OOD AUROC {key.removeprefix('ood_auroc_')} {scores[key]:.3f}" for key in ood),
+    ]
+    return "evaluate: " + ", ".join(parts) + " (all in metrics/metrics.json)"

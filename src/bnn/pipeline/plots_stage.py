@@ -1,0 +1,70 @@
+"""The ``plots`` stage: every figure of a run, from its metrics tables and per-image scores."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bnn.core import tables
+from bnn.evaluation import hyperpriors
+from bnn.pipeline import tracking
+from bnn.pipeline.paths import Paths
+from bnn.predictive import posterior
+from bnn.reporting import plots, uncertainty_plots
+from bnn.reporting.metric_files import read_reliability
+
+HYPERPRIOR_DRAWS = 2000
+
+
+def plot(paths: Paths, uri: str, seed: int = 0) -> None:
+    """Every figure of the run, from the metrics tables and per-image scores.
+
+    ELBO, confusion and chi-square as in 2016; the reliability diagram,
+    selective prediction, the rotation curve and the OOD histograms; and the
+    hyperprior posteriors when there are any.
+    """
+    elbo = tables.read_table(paths.metrics / "elbo.tsv")
+    steps, values = np.asarray(elbo["step"], int), np.asarray(elbo["elbo"], float)
+    plots.plot_elbo(steps, values, paths.plots / "elbo.png")
+    with np.load(paths.ppc / "test_scores.npz", allow_pickle=False) as stored:
+        scores = {key: stored[key] for key in stored.files}
+    plots.plot_confusion(scores["confusion"], paths.plots / "confusion.png")
+    chi2, correct = scores["chi2"], scores["correct"]
+    plots.plot_chisquare(chi2[correct], chi2[~correct], paths.plots / "chisquare.png")
+    label = run_label(paths)
+    uncertainty_plots.plot_reliability(
+        {label: read_reliability(paths.metrics / "reliability.tsv")},
+        paths.plots / "reliability.png",
+    )
+    selective = tables.read_table(paths.metrics / "selective.tsv")
+    coverage = np.asarray(selective.pop("coverage"), float)
+    uncertainty_plots.plot_selective(
+        {
+            k.removeprefix("accuracy_"): (coverage, np.asarray(v, float))
+            for k, v in selective.items()
+        },
+        paths.plots / "selective.png",
+    )
+    shift = tables.read_table(paths.metrics / "shift.tsv")
+    uncertainty_plots.plot_shift(
+        {label: {k: np.asarray(v, float) for k, v in shift.items()}}, paths.plots / "shift.png"
+    )
+    ood_sets = sorted({key.split("/")[1] for key in scores if key.startswith("ood/")})
+    for score in ("entropy", "mutual_info"):
+        by_set = {"MNIST test": scores[score]} | {
+            name: scores[f"ood/{name}/{score}"] for name in ood_sets
+        }
+        uncertainty_plots.plot_ood(by_set, paths.plots / f"ood_{score}.png", score_name=score)
+    fitted = posterior.load(paths.models)
+    if hyperpriors.scale_names(fitted):
+        draws = hyperpriors.draws(fitted, HYPERPRIOR_DRAWS, np.random.default_rng(seed))
+        hyperpriors.plot(draws, paths.plots / "hyperpriors.png")
+    with tracking.resumed_run(uri, fitted.meta.mlflow_run_id) as active:
+        if active:
+            tracking.log_artifacts(paths.plots, "plots")
+
+
+def run_label(paths: Paths) -> str:
+    """A legend label for this run's curves: the inference method and network."""
+    meta = posterior.load_meta(paths.models)
+    method = "MAP" if meta.inference_method == "map" else "BNN"
+    return f"{method} ({meta.model['name']})"

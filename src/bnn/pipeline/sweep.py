@@ -1,0 +1,90 @@
+"""Hydra multirun sweeps as one MLflow parent run with a child run per job.
+
+:class:`MlflowSweepCallback` is registered in ``conf/config.yaml`` under
+``hydra.callbacks``. It creates the parent with ``MlflowClient.create_run``
+rather than ``mlflow.start_run``: an active run in the launcher process would
+make every job's own ``start_run`` fail. The parent id travels to the jobs in
+an environment variable of our own; ``MLFLOW_RUN_ID`` would make the jobs
+*resume* the parent instead of nesting under it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from bnn.pipeline import tracking, variants
+
+PARENT_RUN_ENV = "BNN_MLFLOW_PARENT_RUN_ID"
+
+
+def child_tags() -> dict[str, str]:
+    """Tags that nest a job's run under the sweep's parent run (none outside a sweep)."""
+    parent = os.environ.get(PARENT_RUN_ENV)
+    return {"mlflow.parentRunId": parent} if parent else {}
+
+
+def runs_jobs_in_parallel(config: DictConfig) -> bool:
+    """Whether this is a multirun whose launcher runs jobs in other processes (not basic)."""
+    hydra = config.get("hydra")
+    if hydra is None or hydra.mode != RunMode.MULTIRUN:
+        return False
+    return "BasicLauncher" not in str(hydra.launcher.get("_target_", ""))
+
+
+class MlflowSweepCallback(Callback):
+    """Parent run at the start of a multirun; the variants tables at its end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        uri = tracking.tracking_uri(config.mlflow.tracking_uri)
+        experiment_id = tracking.ensure_experiment(uri, config.mlflow.experiment)
+        # The launcher process has no HydraConfig yet; the config carries its hydra node.
+        overrides = " ".join(config.hydra.overrides.task)
+        parent = MlflowClient(uri).create_run(
+            experiment_id,
+            run_name=f"sweep: {overrides}" if overrides else "sweep",
+            tags=tracking.run_tags() | {"bnn.sweep_dir": str(config.hydra.sweep.dir)},
+        )
+        os.environ[PARENT_RUN_ENV] = parent.info.run_id
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        # Parallel jobs sharing PyTensor's compile cache wait on its lock; give each
+        # worker process a folder of its own, before the job imports PyTensor. Only
+        # parallel sweeps need it: a plain run, or the basic launcher's jobs in one
+        # process, keep the shared cache (a fresh folder means compiling from scratch).
+        if not runs_jobs_in_parallel(config):
+            return
+        if "pytensor" not in sys.modules and "base_compiledir" not in os.environ.get(
+            "PYTENSOR_FLAGS", ""
+        ):
+            folder = Path(config.hydra.sweep.dir).resolve() / ".pytensor" / str(os.getpid())
+            flags = os.environ.get("PYTENSOR_FLAGS", "")
+            os.environ["PYTENSOR_FLAGS"] = ",".join(
+                filter(None, [flags, f"base_compiledir={folder}"])
+            )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        parent = os.environ.pop(PARENT_RUN_ENV, None)
+        if parent is None:
+            return
+        uri = tracking.tracking_uri(config.mlflow.tracking_uri)
+        experiment = config.mlflow.experiment
+        # metrics/ gets the whole table (every variant's newest run, as
+        # `python -m bnn.pipeline.variants` builds it), so a sweep never drops other rows;
+        # the parent run gets the table of its own jobs.
+        variants.write(variants.rows_from_store(uri, experiment), Path(config.paths.metrics))
+        client = MlflowClient(uri)
+        with tempfile.TemporaryDirectory(prefix="bnn-sweep-") as folder:
+            variants.write(variants.rows_from_store(uri, experiment, parent), Path(folder))
+            for name in ("variants.json", "variants.md", "variants.png"):
+                path = Path(folder) / name
+                if path.is_file():
+                    client.log_artifact(parent, str(path))
+        client.set_terminated(parent, "FINISHED")

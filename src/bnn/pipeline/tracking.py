@@ -1,0 +1,167 @@
+"""MLflow: where runs go, and how each stage adds to the fit's run.
+
+The fit stage creates one run per fit; its id is saved with the posterior, and
+the later stages (posterior predictive, evaluation, plots) reopen that run, so
+one run holds a fit's whole story.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+MAX_METRICS_PER_BATCH = 1000
+
+
+def project_root() -> Path:
+    """The repository a run belongs to.
+
+    DVC sets ``DVC_ROOT``; under ``dvc exp run --queue`` it points to the real
+    repository, not the temporary copy the experiment runs in, which is deleted.
+    """
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def tracking_uri(configured: str | None = None) -> str:
+    """The configured URI, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<root>/mlflow.db``.
+
+    A relative SQLite path is anchored at :func:`project_root` for the same reason.
+    """
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return f"sqlite:///{project_root() / 'mlflow.db'}"
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return f"{prefix}{project_root() / uri[len(prefix) :]}"
+    return uri
+
+
+def mlflow_name(key: str) -> str:
+    """``test_accuracy`` -> ``test/accuracy``: the namespaced form the MLflow UI groups by."""
+    namespace, _, rest = key.partition("_")
+    return f"{namespace}/{rest}" if rest else key
+
+
+def flatten(values: Mapping, prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``, for MLflow params."""
+    flat = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def run_tags() -> dict[str, str]:
+    """The git commit and, under ``dvc exp run``, the experiment's name."""
+    tags = {}
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True
+    )
+    if commit.returncode == 0:
+        tags["mlflow.source.git.commit"] = commit.stdout.strip()
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.experiment"] = os.environ["DVC_EXP_NAME"]
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        tags["dvc.baseline_rev"] = os.environ["DVC_EXP_BASELINE_REV"]
+    return tags
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """The id of experiment ``name``, created if missing.
+
+    With a local SQLite store, artifacts go to ``<project root>/mlruns``: MLflow's
+    default is relative to the working directory, which under
+    ``dvc exp run --queue`` is a temporary copy that DVC deletes.
+    """
+    client = MlflowClient(uri)
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = (project_root() / "mlruns").as_uri() if uri.startswith("sqlite:") else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        # Another process (a parallel sweep job) created it first.
+        return client.get_experiment_by_name(name).experiment_id
+
+
+@contextlib.contextmanager
+def fit_run(
+    uri: str, experiment: str, run_name: str, params: Mapping, tags: Mapping | None = None
+) -> Iterator[str]:
+    """Start the MLflow run of one fit, log its params and tags, and yield its id.
+
+    A ``parent_run_id`` in ``tags`` (``mlflow.parentRunId``) nests it in a sweep.
+    """
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment_id=ensure_experiment(uri, experiment))
+    with mlflow.start_run(run_name=run_name, tags={**run_tags(), **(tags or {})}) as run:
+        flat = flatten(params)
+        items = list(flat.items())
+        for first in range(0, len(items), 100):
+            mlflow.log_params(dict(items[first : first + 100]))
+        yield run.info.run_id
+
+
+@contextlib.contextmanager
+def resumed_run(uri: str, run_id: str | None) -> Iterator[str | None]:
+    """Reopen the fit's run; yield ``None`` (and say why) when it is not in this store."""
+    mlflow.set_tracking_uri(uri)
+    if run_id:
+        try:
+            MlflowClient(uri).get_run(run_id)
+        except MlflowException:
+            print(f"warning: MLflow run {run_id} is not in {uri}; not logging this stage")
+            run_id = None
+    if not run_id:
+        yield None
+        return
+    with mlflow.start_run(run_id=run_id):
+        yield run_id
+
+
+def log_metric_series(run_id: str, key: str, steps, values) -> None:
+    """Log a whole curve in batches, not one call per point."""
+    client = MlflowClient()
+    metrics = [
+        Metric(key=key, value=float(value), timestamp=0, step=int(step))
+        for step, value in zip(steps, values, strict=True)
+    ]
+    for first in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=metrics[first : first + MAX_METRICS_PER_BATCH])
+
+
+def log_metrics(values: Mapping[str, object]) -> None:
+    """Log the numeric values under their namespaced names; ``None`` and text are skipped."""
+    numbers = {
+        mlflow_name(key): float(value)
+        for key, value in values.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    mlflow.log_metrics(numbers)
+
+
+def set_tags(values: Mapping[str, object]) -> None:
+    """Tag the active run, skipping ``None`` values."""
+    mlflow.set_tags({key: str(value) for key, value in values.items() if value is not None})
+
+
+def log_text_artifact(text: str, file_name: str) -> None:
+    """Log ``text`` as an artifact file of the active run."""
+    mlflow.log_text(text, file_name)
+
+
+def log_artifacts(folder: str | os.PathLike, artifact_path: str) -> None:
+    """Log every file of ``folder`` under ``artifact_path`` of the active run."""
+    mlflow.log_artifacts(str(folder), artifact_path)

@@ -1,0 +1,244 @@
+"""The posterior predictive, reduced as it is drawn to a few numbers per image.
+
+Weights are drawn in chunks, and every chunk goes through one batched NumPy
+forward pass (see :mod:`bnn.predictive.forward`). Each chunk's class probabilities are
+folded into running sums at once, so memory is bounded by the chunk sizes,
+whatever the number of draws. What is kept per image is all that the
+evaluation needs:
+
+- the predictive distribution, the mean of the draws' class probabilities;
+- the mean of the draws' entropies, for the mutual information;
+- how many draws voted for each class (their argmax), for the variation ratio;
+- how often each class was sampled as the label, one label per draw: the
+  2016 experiment's mode rule and chi-square statistic.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from bnn.core.atomic import atomic_path
+from bnn.core.mnist import N_CLASSES
+from bnn.core.progress import progress_bar
+from bnn.predictive.forward import class_probabilities, images_per_chunk
+from bnn.predictive.posterior import Posterior
+from bnn.predictive.reductions import entropy, label_counts
+
+
+@dataclass
+class PredictiveSummary:
+    """Per-image reductions of ``n_draws`` posterior-predictive draws.
+
+    ``mean_probabilities`` (images, classes) and ``expected_entropy`` (images,)
+    are float64; ``vote_counts`` and ``label_counts`` (images, classes) count
+    draws, and each of their rows sums to ``n_draws``.
+    """
+
+    mean_probabilities: np.ndarray
+    expected_entropy: np.ndarray
+    vote_counts: np.ndarray
+    label_counts: np.ndarray
+    n_draws: int
+
+    def __len__(self) -> int:
+        return len(self.mean_probabilities)
+
+
+@dataclass
+class PredictiveSamples:
+    """Every draw kept: ``probabilities`` (draws, images, classes), ``sampled_labels``.
+
+    Memory grows with the draws; this is for small inputs and for tests that
+    compare draws one by one. The pipeline uses :func:`summarise_predictive`.
+    """
+
+    probabilities: np.ndarray
+    sampled_labels: np.ndarray
+
+    @property
+    def mean_probabilities(self) -> np.ndarray:
+        """The posterior predictive distribution of each image, (images, classes)."""
+        return self.probabilities.mean(axis=0, dtype=np.float64)
+
+
+def sample_categorical(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One label per row of ``probabilities`` (..., classes), by inverting the CDF."""
+    cumulative = np.cumsum(probabilities, axis=-1)
+    uniform = rng.random((*probabilities.shape[:-1], 1)) * cumulative[..., -1:]
+    labels = (cumulative < uniform).sum(axis=-1)
+    return np.minimum(labels, probabilities.shape[-1] - 1).astype(np.uint8)
+
+
+def probability_chunks(
+    posterior: Posterior,
+    images: np.ndarray,
+    n_draws: int,
+    rng: np.random.Generator,
+    chunk_draws: int,
+    chunk_images: int | None,
+) -> Iterator[tuple[slice, slice, np.ndarray]]:
+    """Yield ``(draws, rows, probabilities)``: one block of draws x images at a time.
+
+    ``chunk_images=None`` sizes the blocks to the caches
+    (:func:`bnn.predictive.forward.images_per_chunk`).
+    """
+    spec = posterior.spec
+    if chunk_images is None:
+        chunk_images = images_per_chunk(spec, chunk_draws, images.dtype.itemsize)
+    first_draw = 0
+    for weights in posterior.draw_chunks(n_draws, chunk_draws, rng):
+        draws = slice(first_draw, first_draw + len(next(iter(weights.values()))))
+        for first_image in range(0, len(images), chunk_images):
+            rows = slice(first_image, first_image + chunk_images)
+            yield draws, rows, class_probabilities(images[rows], spec, weights)
+        first_draw = draws.stop
+
+
+def _as_network_input(posterior: Posterior, images: np.ndarray) -> np.ndarray:
+    dtype = next(iter(posterior.means.values())).dtype
+    return np.asarray(images, dtype=dtype).reshape(len(images), -1)
+
+
+def summarise_predictive(
+    posterior: Posterior,
+    images: np.ndarray,
+    n_draws: int,
+    rng: np.random.Generator,
+    chunk_draws: int = 10,
+    chunk_images: int | None = None,
+    progress: str | None = None,
+    transient: bool = False,
+) -> PredictiveSummary:
+    """Draw ``n_draws`` weight samples, evaluate every image under each, and reduce.
+
+    Peak memory is one chunk of ``chunk_draws`` x ``chunk_images`` forward
+    passes plus a few numbers per image, however large ``n_draws`` is.
+
+    A point estimate (every posterior sd zero, as ``inference=map`` saves)
+    has one network: it is evaluated once, and its ``n_draws`` labels are
+    drawn as one multinomial count per image, the same distribution.
+
+    Parameters
+    ----------
+    posterior : Posterior
+        The fitted approximation.
+    images : ndarray
+        Shape (n_images, 28, 28) or (n_images, 784), scaled like the training data.
+    n_draws : int
+        Number of posterior draws.
+    rng : numpy.random.Generator
+        Source of the weight draws and the sampled labels.
+    chunk_draws, chunk_images : int
+        How many draws and images go through the network at once. The defaults
+        are 10 draws, and as many images as fit the caches
+        (:func:`bnn.predictive.forward.images_per_chunk`).
+    progress : str or None
+        Label of a progress bar over the blocks; the default, None, draws none.
+    transient : bool
+        Remove the bar once done (see :func:`bnn.core.progress.progress_bar`).
+    """
+    images = _as_network_input(posterior, images)
+    if posterior.is_point_estimate:
+        return _summarise_point(posterior, images, n_draws, rng, chunk_images)
+    if chunk_images is None:
+        chunk_images = images_per_chunk(posterior.spec, chunk_draws, images.dtype.itemsize)
+    n_images = len(images)
+    summary = PredictiveSummary(
+        mean_probabilities=np.zeros((n_images, N_CLASSES)),
+        expected_entropy=np.zeros(n_images),
+        vote_counts=np.zeros((n_images, N_CLASSES), dtype=np.int64),
+        label_counts=np.zeros((n_images, N_CLASSES), dtype=np.int64),
+        n_draws=n_draws,
+    )
+    # Weights and labels draw from streams of their own, so the weight draws are
+    # those of sample_predictive with the same seed, whatever the chunking.
+    weight_rng, label_rng = rng.spawn(2)
+    chunks = probability_chunks(posterior, images, n_draws, weight_rng, chunk_draws, chunk_images)
+    n_blocks = math.ceil(n_draws / chunk_draws) * math.ceil(n_images / chunk_images)
+    with progress_bar(progress, n_blocks, transient) as advance:
+        for _, rows, probabilities in chunks:
+            summary.mean_probabilities[rows] += probabilities.sum(axis=0, dtype=np.float64)
+            summary.expected_entropy[rows] += entropy(probabilities).sum(axis=0, dtype=np.float64)
+            summary.vote_counts[rows] += label_counts(probabilities.argmax(axis=-1))
+            summary.label_counts[rows] += label_counts(sample_categorical(probabilities, label_rng))
+            advance(1)
+    summary.mean_probabilities /= n_draws
+    summary.expected_entropy /= n_draws
+    return summary
+
+
+def _summarise_point(
+    posterior: Posterior, images: np.ndarray, n_draws: int, rng, chunk_images: int | None
+) -> PredictiveSummary:
+    chunks = probability_chunks(posterior, images, 1, rng, 1, chunk_images)
+    probabilities = np.concatenate([block[0] for _, _, block in chunks]).astype(np.float64)
+    # Renormalise in float64: multinomial refuses sums above 1 by round-off.
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    votes = np.zeros_like(probabilities, dtype=np.int64)
+    votes[np.arange(len(images)), probabilities.argmax(axis=1)] = n_draws
+    return PredictiveSummary(
+        mean_probabilities=probabilities,
+        # The same function on the same values as the predictive entropy: MI is exactly 0.
+        expected_entropy=entropy(probabilities),
+        vote_counts=votes,
+        label_counts=rng.multinomial(n_draws, probabilities),
+        n_draws=n_draws,
+    )
+
+
+def sample_predictive(
+    posterior: Posterior,
+    images: np.ndarray,
+    n_draws: int,
+    rng: np.random.Generator,
+    chunk_draws: int = 10,
+    chunk_images: int | None = None,
+) -> PredictiveSamples:
+    """Every draw's class probabilities and sampled labels (memory grows with ``n_draws``).
+
+    The same forward passes as :func:`summarise_predictive`, kept instead of
+    reduced; see there for the parameters.
+    """
+    images = _as_network_input(posterior, images)
+    probabilities = np.empty((n_draws, len(images), N_CLASSES), dtype=images.dtype)
+    weight_rng, label_rng = rng.spawn(2)
+    chunks = probability_chunks(posterior, images, n_draws, weight_rng, chunk_draws, chunk_images)
+    for draws, rows, block in chunks:
+        probabilities[draws, rows] = block
+    return PredictiveSamples(probabilities, sample_categorical(probabilities, label_rng))
+
+
+def save(
+    path: str | os.PathLike, summaries: Mapping[str, PredictiveSummary], **arrays: np.ndarray
+) -> None:
+    """Write named summaries (and extra arrays such as ``labels``) to one ``.npz``, atomically."""
+    named = {
+        f"{name}/{f.name}": np.asarray(getattr(summary, f.name))
+        for name, summary in summaries.items()
+        for f in fields(PredictiveSummary)
+    }
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **named, **{key: np.asarray(value) for key, value in arrays.items()})
+
+
+def load(path: str | os.PathLike) -> tuple[dict[str, PredictiveSummary], dict[str, np.ndarray]]:
+    """Read what :func:`save` wrote: the summaries by name, and the extra arrays."""
+    parts: dict[str, dict] = {}
+    extra = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            name, _, part = key.rpartition("/")
+            if name:
+                parts.setdefault(name, {})[part] = data[key]
+            else:
+                extra[key] = data[key]
+    summaries = {
+        name: PredictiveSummary(**values | {"n_draws": int(values["n_draws"])})
+        for name, values in parts.items()
+    }
+    return summaries, extra

@@ -1,0 +1,401 @@
+"""Every stage end to end on tiny synthetic MNIST: through the scripts and through DVC.
+
+The project is copied into a temporary folder, shrunk to a 16-unit network and
+a few dozen iterations, and fed from a real HTTP server on 127.0.0.1. MLflow
+writes to the project's own sqlite store, as it does for users.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from bnn.core import tables
+from bnn.evaluation import scoring
+from bnn.pipeline import variants
+from bnn.pipeline.params_file import compose_params
+from conftest import LocalHTTPServer
+from helpers_imports import SRC, closure
+from helpers_mnist import idx_md5s, synthetic_mnist, write_synthetic_idx
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGE_SCRIPTS = ["fetch", "preprocess", "fit", "sample_ppc", "evaluate", "plots"]
+DVC_STAGE_SCRIPTS = dict(
+    zip(
+        ["fetch", "preprocess", "fit_advi", "sample_ppc", "evaluate", "plots"],
+        STAGE_SCRIPTS,
+        strict=True,
+    )
+)
+PLOTS = (
+    "elbo.png",
+    "confusion.png",
+    "chisquare.png",
+    "reliability.png",
+    "selective.png",
+    "shift.png",
+    "ood_entropy.png",
+    "ood_mutual_info.png",
+)
+TINY = {
+    "model/dense.yaml": {"n_hidden": [16]},
+    "model/conv.yaml": {"n_filters": [2, 3], "n_hidden": [8]},
+    "inference/advi.yaml": {
+        "n_iter": 80,
+        "batch_size": 32,
+        "elbo_log_points": 40,
+        "validate_every": 20,
+    },
+    "config.yaml": {
+        "predictive": {"draws": 12, "chunk_draws": 5, "chunk_images": 17},
+        "shift": {"angles": [0, 90, 180], "images": 20, "draws": 4},
+        "ood": {"images": 15, "draws": 4},
+    },
+}
+
+
+def edit_yaml(path: Path, updates: dict) -> None:
+    values = yaml.safe_load(path.read_text())
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key].update(value)
+        else:
+            values[key] = value
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+
+
+def run(args, cwd, env, timeout=600):
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, (
+        f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    return result
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    server = LocalHTTPServer()
+    arrays = synthetic_mnist(n_train=300, n_test=60, seed=4)
+    files = write_synthetic_idx(tmp_path_factory.mktemp("mirror"), arrays, gz=True)
+    for path in files.values():
+        server.serve(f"/mnist/{path.name}", path.read_bytes())
+    server.start()
+    yield server, idx_md5s(arrays)
+    server.close()
+
+
+def make_project(folder: Path, mirror) -> tuple[Path, dict]:
+    """A copy of the project with tiny settings and the local mirror as its data source."""
+    server, md5s = mirror
+    project = folder / "project"
+    project.mkdir()
+    for name in ("src", "conf"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", project)
+    data = yaml.safe_load((project / "conf/data/mnist.yaml").read_text())
+    for spec in data["files"].values():
+        spec["md5"] = md5s[spec["name"]]
+    data["sources"] = [
+        {"kind": "mirror", "name": "dead", "url": "http://127.0.0.1:9/mnist/"},
+        {"kind": "mirror", "name": "local", "url": f"{server.url}/mnist/"},
+    ]
+    data["validation_size"] = 50
+    (project / "conf/data/mnist.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    for name, updates in TINY.items():
+        edit_yaml(project / "conf" / name, updates)
+    (project / "params.yaml").write_text(compose_params(project / "conf"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env |= {
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
+    }
+    return project, env
+
+
+def mlflow_runs(project: Path):
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("bnn-mnist")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def check_outputs(project: Path) -> dict:
+    metrics = json.loads((project / "metrics/metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_nll"] > 0
+    # The synthetic classes are easy: a working pipeline beats chance by far.
+    assert metrics["test_accuracy"] > 0.5
+    lines = (project / "metrics/predictions.csv").read_text().splitlines()
+    assert lines[0] == "actual,predicted" and len(lines) == 61
+    elbo = (project / "metrics/elbo.tsv").read_text().splitlines()
+    assert elbo[0] == "step\telbo" and len(elbo) == 41
+    checks = tables.read_table(project / "metrics/validation.tsv")
+    assert checks["step"] == ["20", "40", "60", "80"]
+    seconds = [float(value) for value in checks["seconds"]]
+    assert seconds == sorted(seconds) and seconds[0] > 0
+    fit = json.loads((project / "metrics/fit.json").read_text())
+    assert fit["fit_seconds"] >= seconds[-1]
+    assert 0.0 <= fit["valid_accuracy_at_mean"] <= 1.0
+    for key in ("test_ece", "test_brier", "ood_auroc_noise", "ood_auroc_scrambled"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    if metrics["test_accuracy_mean_prob"] == 1.0:  # no errors to detect: the AUROC is undefined
+        assert metrics["error_auroc"] is None and metrics["error_auroc_score"] is None
+    else:
+        assert 0.0 <= metrics["error_auroc"] <= 1.0
+        assert metrics["error_auroc_score"] in scoring.SCORES
+    shift = tables.read_table(project / "metrics/shift.tsv")
+    assert shift["angle"] == ["0", "90", "180"] and len(shift["ece"]) == 3
+    selective = tables.read_table(project / "metrics/selective.tsv")
+    assert float(selective["coverage"][-1]) == 1.0
+    assert float(selective["accuracy_entropy"][-1]) == pytest.approx(
+        metrics["test_accuracy_mean_prob"]
+    )
+    reliability = tables.read_table(project / "metrics/reliability.tsv")
+    assert sum(int(n) for n in reliability["count"]) == 60
+    for plot in PLOTS:
+        assert (project / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (project / "models/posterior.npz").is_file()
+    return metrics
+
+
+def check_run(client, run, metrics: dict) -> None:
+    assert run.data.params["inference.n_iter"] == "80"
+    assert run.data.params["model.n_hidden"] == "[16]"
+    assert run.data.metrics["test/accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert run.data.metrics["test/nll"] == pytest.approx(metrics["test_nll"])
+    assert "fit/seconds" in run.data.metrics and "ppc/seconds" in run.data.metrics
+    history = client.get_metric_history(run.info.run_id, "fit/elbo")
+    assert [m.step for m in history] == list(range(2, 81, 2))
+    checks = client.get_metric_history(run.info.run_id, "valid/accuracy")
+    assert [m.step for m in checks] == [20, 40, 60, 80]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert artifacts == {f"plots/{plot}" for plot in PLOTS}
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "shift/ece")] == [0, 90, 180]
+    # Runs are told apart by name and description; the logged model is named after the variant.
+    variant = f"{run.data.params['model.name']}-{run.data.params['prior.family']}-advi-80"
+    assert run.info.run_name == variant
+    assert "80 steps" in run.data.tags["mlflow.note.content"]
+    logged = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert variant in {m.name for m in logged if m.source_run_id == run.info.run_id}
+    assert run.data.tags.get("error_auroc_score") == metrics["error_auroc_score"]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"config.yaml"}
+
+
+def test_stage_scripts_end_to_end(tmp_path, mirror):
+    project, env = make_project(tmp_path, mirror)
+    for script in STAGE_SCRIPTS:
+        run([sys.executable, f"src/{script}.py"], project, env)
+    metrics = check_outputs(project)
+    client, runs = mlflow_runs(project)
+    assert len(runs) == 1
+    check_run(client, runs[0], metrics)
+    meta = json.loads((project / "models/posterior.json").read_text())
+    assert meta["mlflow_run_id"] == runs[0].info.run_id
+
+
+@pytest.fixture(scope="module")
+def dvc_project(tmp_path_factory, mirror):
+    project, env = make_project(tmp_path_factory.mktemp("dvc"), mirror)
+    run(["git", "init", "-q"], project, env)
+    run(["dvc", "init", "-q"], project, env)
+    run(["dvc", "config", "hydra.enabled", "true"], project, env)
+    shutil.copy(ROOT / ".dvcignore", project / ".dvcignore")
+    (project / ".gitignore").write_text("mlflow.db\nmlruns/\noutputs/\n")
+    run(["git", "add", "-A"], project, env)
+    run(["git", "commit", "-qm", "tiny project"], project, env)
+    run(["dvc", "repro"], project, env)
+    return project, env
+
+
+def test_dvc_repro_runs_every_stage_and_logs_one_run(dvc_project):
+    project, _ = dvc_project
+    metrics = check_outputs(project)
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {
+        "fetch",
+        "preprocess",
+        "fit_advi",
+        "sample_ppc",
+        "evaluate",
+        "plots",
+    }
+    client, runs = mlflow_runs(project)
+    assert len(runs) == 1
+    check_run(client, runs[0], metrics)
+    assert runs[0].data.tags["mlflow.source.git.commit"]
+
+
+def test_dvc_plots_renders_every_declared_plot(dvc_project, tmp_path):
+    project, env = dvc_project
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "html")], project, env)
+    page = (tmp_path / "html" / "index.html").read_text()
+    for title in ("ELBO during the fit", "Confusion matrix (mode of sampled labels)"):
+        assert title in page
+    for png in ("elbo", "confusion", "chisquare"):
+        assert f'id="plots_{png}_png"' in page
+
+
+def test_second_repro_does_nothing(dvc_project):
+    project, env = dvc_project
+    result = run(["dvc", "repro"], project, env)
+    assert "Running stage" not in result.stdout
+    assert (
+        run(["dvc", "status"], project, env).stdout.strip() == "Data and pipelines are up to date."
+    )
+
+
+def changed_code_deps(project: Path, env: dict) -> dict[str, set[str]]:
+    """``dvc status --json``: the code deps each stage reports modified."""
+    status = json.loads(run(["dvc", "status", "--json"], project, env).stdout or "{}")
+    changed = {}
+    for stage, changes in status.items():
+        for change in changes:
+            if isinstance(change, dict) and "changed deps" in change:
+                changed.setdefault(stage, set()).update(change["changed deps"])
+    return changed
+
+
+def test_editing_any_package_is_seen_by_every_stage_that_imports_it(dvc_project):
+    project, env = dvc_project
+    assert changed_code_deps(project, env) == {}
+    scripts = {stage: SRC / f"{script}.py" for stage, script in DVC_STAGE_SCRIPTS.items()}
+    imports = {stage: closure(path) for stage, path in scripts.items()}
+    packages = sorted(p for p in (SRC / "bnn").iterdir() if (p / "__init__.py").is_file())
+    for package in packages:
+        # Its __init__ (run by every import from it) and one module inside.
+        inner = sorted(set(package.glob("*.py")) - {package / "__init__.py"})[0]
+        for module in (package / "__init__.py", inner):
+            copy = project / module.relative_to(ROOT)
+            original = copy.read_text()
+            copy.write_text(original + "\n# an edit DVC must see\n")
+            try:
+                changed = changed_code_deps(project, env)
+            finally:
+                copy.write_text(original)
+            expected = {stage for stage, files in imports.items() if module in files}
+            folder = module.parent.relative_to(ROOT).as_posix()
+            seen = {stage for stage, deps in changed.items() if folder in deps}
+            assert expected <= seen, (module, expected, seen)
+            assert expected or module.name != "__init__.py", f"no stage imports {folder}"
+    assert changed_code_deps(project, env) == {}
+
+
+def test_exp_run_set_param_composes_conf_and_tags_the_run(dvc_project):
+    project, env = dvc_project
+    run(["git", "add", "-A"], project, env)
+    run(["git", "commit", "-qm", "baseline results"], project, env)
+    result = run(
+        ["dvc", "exp", "run", "-S", "inference.n_iter=60", "-n", "fewer-iters"], project, env
+    )
+    assert "Running stage 'fetch'" not in result.stdout  # only what the param touches re-runs
+    assert yaml.safe_load((project / "params.yaml").read_text())["inference"]["n_iter"] == 60
+    client, runs = mlflow_runs(project)
+    tagged = [r for r in runs if r.data.tags.get("dvc.experiment") == "fewer-iters"]
+    assert len(tagged) == 1 and tagged[0].data.params["inference.n_iter"] == "60"
+    assert len(client.get_metric_history(tagged[0].info.run_id, "fit/elbo")) == 30
+
+
+def test_queued_experiment_logs_to_the_repo_store(dvc_project):
+    project, env = dvc_project
+    run(
+        ["dvc", "exp", "run", "--queue", "-S", "prior.sigma=0.5", "-n", "queued-sigma"],
+        project,
+        env,
+    )
+    run(["dvc", "queue", "start"], project, env)
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], project, env).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert "Success" in status, status
+    _, runs = mlflow_runs(project)
+    tagged = [r for r in runs if r.data.tags.get("dvc.experiment") == "queued-sigma"]
+    assert len(tagged) == 1 and tagged[0].data.params["prior.sigma"] == "0.5"
+    assert "test/accuracy" in tagged[0].data.metrics
+    # Artifacts live in the real repository, not in DVC's deleted temporary copy.
+    artifact_uri = tagged[0].info.artifact_uri
+    assert artifact_uri.startswith((project / "mlruns").as_uri())
+    assert mlflow.artifacts.list_artifacts(
+        run_id=tagged[0].info.run_id,
+        artifact_path="plots",
+        tracking_uri=f"sqlite:///{project / 'mlflow.db'}",
+    )
+
+
+def test_exp_run_conv_with_hier_prior_through_dvc(dvc_project):
+    project, env = dvc_project
+    run(
+        ["dvc", "exp", "run", "-S", "model=conv", "-S", "prior=hier", "-n", "conv-hier"],
+        project,
+        env,
+    )
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["model"]["name"] == "conv" and params["prior"]["family"] == "hier"
+    _, runs = mlflow_runs(project)
+    (tagged,) = [r for r in runs if r.data.tags.get("dvc.experiment") == "conv-hier"]
+    assert "test/accuracy" in tagged.data.metrics and "hyper/conv1_W_mean" in tagged.data.metrics
+    summary = json.loads((project / "models/hyperpriors.json").read_text())
+    assert set(summary) == {
+        f"{layer}_{part}" for layer in ("conv1", "conv2", "hidden1", "output") for part in "Wb"
+    }
+    assert (project / "plots/hyperpriors.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sweep_is_one_parent_run_with_a_child_per_job(tmp_path, mirror):
+    """Both networks with both prior families, in parallel processes (joblib launcher)."""
+    project, env = make_project(tmp_path, mirror)
+    for script in ("fetch", "preprocess"):
+        run([sys.executable, f"src/{script}.py"], project, env)
+    run(
+        [
+            sys.executable,
+            "src/fit.py",
+            "-m",
+            "model=dense,conv",
+            "prior=fixed,hier",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "hydra.sweep.dir=sweep",
+        ],
+        project,
+        env,
+    )
+    client, runs = mlflow_runs(project)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    variants_seen = {(r.data.params["model.name"], r.data.params["prior.family"]) for r in children}
+    assert variants_seen == {
+        ("dense", "fixed"),
+        ("dense", "hier"),
+        ("conv", "fixed"),
+        ("conv", "hier"),
+    }
+    for child in children:
+        assert {"test/accuracy", "test/nll", "fit/seconds", "fit/elbo"} <= set(child.data.metrics)
+        has_hyper = any(key.startswith("hyper/") for key in child.data.metrics)
+        assert has_hyper == (child.data.params["prior.family"] == "hier")
+    rows = json.loads((project / "metrics/variants.json").read_text())
+    assert len(rows) == 4
+    assert all(set(row) == set(variants.COLUMNS) for row in rows)
+    assert all(row["inference"] == "advi" and 0 <= row["test_ece"] <= 1 for row in rows)
+    assert "variants.json" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    # Every job wrote its own outputs, and had its own PyTensor compile folder.
+    for job in range(4):
+        assert (project / "sweep" / str(job) / "models" / "posterior.npz").is_file()
+        assert (project / "sweep" / str(job) / "plots" / "elbo.png").is_file()
+    assert len(list((project / "sweep" / ".pytensor").iterdir())) >= 2

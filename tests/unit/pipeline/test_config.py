@@ -1,0 +1,186 @@
+"""Config: composition, params.yaml in sync with conf/, and errors that name the fix."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from bnn.core.errors import ConfigError
+from bnn.model.specs import ConvSpec, DenseSpec
+from bnn.pipeline import config
+from bnn.pipeline.params_file import compose_params, in_sync
+from bnn.serving.flag_rule import FlagSettings
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def composed(overrides=()):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_params_yaml_is_in_sync_with_conf():
+    assert in_sync(ROOT / "conf", ROOT / "params.yaml"), "run `make params` after editing conf/"
+
+
+def test_dvc_composition_equals_hydra_composition():
+    # `dvc exp run -S k=v` and `python src/fit.py k=v` must resolve the same values.
+    overrides = ["inference.n_iter=123", "prior.sigma=0.1"]
+    from omegaconf import OmegaConf
+
+    through_dvc = yaml.safe_load(compose_params(ROOT / "conf", overrides))
+    through_hydra = OmegaConf.to_container(composed(overrides), resolve=True)
+    assert through_dvc == through_hydra
+    assert through_dvc["inference"]["n_iter"] == 123
+
+
+def test_default_config_validates():
+    cfg = composed()
+    spec = config.model_spec(cfg.model)
+    assert spec.layer_sizes == [784, 800, 800, 10]
+    assert config.prior_family(cfg.prior).sigma == 1.0
+    settings = config.advi_settings(cfg.inference)
+    assert settings.batch_size == 500 and settings.float_dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "inference.n_iter=0",
+            "inference.n_iter must be a positive integer, got 0 (conf/inference/advi.yaml)",
+        ),
+        ("inference.batch_size=-5", "inference.batch_size must be a positive integer"),
+        ("inference.optimizer=lbfgs", "inference.optimizer must be one of adam"),
+        ("inference.learning_rate=0", "inference.learning_rate must be a positive number"),
+        ("inference.lr_final_fraction=2", "inference.lr_final_fraction must be a number in [0, 1]"),
+        ("inference.float_dtype=float16", "inference.float_dtype must be one of float32, float64"),
+        ("inference.engine=jax", "inference.engine must be one of fused, pymc"),
+        (
+            "inference.optimizer=sgd",
+            "inference.optimizer must be adam with inference.engine=fused (its update is "
+            "Adam's), got 'sgd'; set inference.engine=pymc",
+        ),
+        ("prior.sigma=-1", "prior.sigma must be a positive number, got -1 (conf/prior/fixed.yaml)"),
+        ("model.n_hidden=[800,-3]", "model.n_hidden must be a list of positive integers"),
+    ],
+)
+def test_impossible_values_name_key_and_file(override, message):
+    cfg = composed([override])
+    with pytest.raises(ConfigError) as error:
+        config.model_spec(cfg.model)
+        config.prior_family(cfg.prior)
+        config.advi_settings(cfg.inference)
+    assert message in str(error.value)
+
+
+def test_evaluation_settings_validate():
+    cfg = composed()
+    shift = config.shift_settings(cfg.shift)
+    assert shift["angles"][0] == 0.0 and shift["angles"][-1] == 180.0 and shift["draws"] > 0
+    assert config.ood_settings(cfg.ood)["sets"] == ("noise", "scrambled")
+    # The conf values and the dataclass defaults are one set of defaults.
+    assert config.flag_settings(cfg.flag) == FlagSettings()
+    assert config.advi_settings(composed(["inference=map"]).inference).method == "map"
+    assert config.predictive_settings(cfg.predictive)["chunk_images"] is None  # auto
+    fixed = composed(["predictive.chunk_images=64"]).predictive
+    assert config.predictive_settings(fixed)["chunk_images"] == 64
+
+
+@pytest.mark.parametrize(
+    ("override", "check", "message"),
+    [
+        ("shift.angles=[0,0]", "shift_settings", "shift.angles must be a list of distinct numbers"),
+        ("shift.images=0", "shift_settings", "shift.images must be a positive integer"),
+        ("ood.sets=[noise,cats]", "ood_settings", "ood.sets must be a list of names from noise"),
+        ("flag.score=magic", "flag_settings", "flag.score must be one of entropy"),
+        ("flag.target_accuracy=1.5", "flag_settings", "flag.target_accuracy must be in (0, 1]"),
+        ("inference.method=hmc", "advi_settings", "inference.method must be one of advi, map"),
+        (
+            "predictive.chunk_images=lots",
+            "predictive_settings",
+            "predictive.chunk_images must be a positive integer or auto",
+        ),
+    ],
+)
+def test_impossible_evaluation_values_name_the_key(override, check, message):
+    cfg = composed([override])
+    group = override.split(".")[0]
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        getattr(config, check)(cfg[group])
+
+
+def run_script(*args, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, "src/fit.py", *args, "hydra.run.dir=${oc.env:TMPDIR,/tmp}/bnn-test-hydra"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_config_error_is_one_line_without_traceback():
+    result = run_script("inference.n_iter=0")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "error: inference.n_iter must be a positive integer, got 0 (conf/inference/advi.yaml)"
+    )
+
+
+def test_cli_unknown_option_lists_the_valid_ones():
+    result = run_script("model=resnet")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "Available options in 'model'" in result.stderr and "dense" in result.stderr
+
+
+def test_cli_unknown_key_is_named():
+    result = run_script("inference.momentum=0.9")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "momentum" in result.stderr
+
+
+def test_hier_prior_and_conv_model_validate():
+    cfg = composed(["model=conv", "prior=hier", "prior.noncentred=true"])
+    assert config.model_spec(cfg.model).dense_sizes == [512, 256, 10]
+    family = config.prior_family(cfg.prior)
+    assert family.noncentred is True and family.scale_sigma == 1.0
+    with pytest.raises(ConfigError, match=r"prior.noncentred must be true or false.*hier.yaml"):
+        config.prior_family(composed(["prior=hier", "prior.noncentred=maybe"]).prior)
+    with pytest.raises(ConfigError, match=r"layer conv3 .*\(conf/model/conv.yaml\)"):
+        config.model_spec(composed(["model=conv", "model.n_filters=[8,8,8]"]).model)
+
+
+def test_model_settings_come_from_the_spec_class():
+    # Each network's config file gives exactly its spec's fields: no branch per network.
+    assert config.model_spec(composed(["model=dense"]).model) == DenseSpec()
+    assert config.model_spec(composed(["model=conv"]).model) == ConvSpec()
+    with pytest.raises(
+        ConfigError, match=r"model.depth is not a setting of model dense.*dense.yaml"
+    ):
+        config.model_spec({"name": "dense", "n_hidden": [8], "activation": "tanh", "depth": 3})
+    with pytest.raises(ConfigError, match=r"model.kernel_size must be a positive integer, got 0"):
+        config.model_spec(composed(["model=conv", "model.kernel_size=0"]).model)
+
+
+def test_original_experiment_preset():
+    cfg = composed(["experiment=original"])
+    assert cfg.preset == "original" and composed().preset == "default"
+    assert cfg.prior.sigma == 0.1 and cfg.inference.n_iter == 50000
+    settings = config.advi_settings(cfg.inference)
+    assert (settings.init_means, settings.init_scale, settings.start_sigma) == ("normal", 1.0, 1.0)
+    assert settings.optimizer == "adagrad_window" and settings.learning_rate == 0.01
+
+
+def test_cli_unknown_prior_lists_the_valid_ones():
+    result = run_script("prior=laplace")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "Available options in 'prior'" in result.stderr
+    assert "fixed" in result.stderr and "hier" in result.stderr
