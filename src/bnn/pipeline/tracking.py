@@ -8,6 +8,7 @@ one run holds a fit's whole story.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -19,6 +20,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 MAX_METRICS_PER_BATCH = 1000
+
+# At import MLflow gives its logger a console handler of its own and stops it
+# propagating; hand it back to the root logger, so that its INFO lines go where
+# the stage's logging config sends them (the log file) and its warnings still show.
+_mlflow_logger = logging.getLogger("mlflow")
+_mlflow_logger.handlers.clear()
+_mlflow_logger.propagate = True
 
 
 def project_root() -> Path:
