@@ -1,5 +1,6 @@
 """DVC stage `fetch`: the four MNIST IDX files into data/raw, verified by MD5."""
 
+import logging
 from pathlib import Path
 
 import hydra
@@ -8,13 +9,18 @@ from omegaconf import DictConfig, OmegaConf
 from bnn.core.cli import user_errors_exit
 from bnn.data.fetch import RawFile, fetch_files, sources_from_config
 
+# Each source tried and each file verified is a line of the stage's log file; the
+# console gets one summary, and an error listing every source if none delivers.
+log = logging.getLogger("bnn.fetch")
+
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 @user_errors_exit
 def main(cfg: DictConfig) -> None:
     files = [RawFile(name=spec.name, md5=spec.md5) for spec in cfg.data.files.values()]
     sources = sources_from_config(OmegaConf.to_container(cfg.data.sources))
-    fetch_files(files, sources, Path(cfg.paths.raw), timeout_s=cfg.data.timeout_s)
+    fetched = fetch_files(files, sources, Path(cfg.paths.raw), cfg.data.timeout_s, log.info)
+    print(f"fetch: {len(fetched)} files verified by MD5 in {cfg.paths.raw} (sources: fetch.log)")
 
 
 if __name__ == "__main__":
