@@ -47,7 +47,7 @@ from bnn.model.pymc_model import bnn_model
 from bnn.pipeline import config
 from bnn.predictive import chunked, posterior, pymc_reference
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 KEYS = (
     "it_per_s",
     "baseline_it_per_s",

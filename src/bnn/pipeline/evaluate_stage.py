@@ -64,14 +64,21 @@ def evaluate(paths: Paths, uri: str) -> dict:
 
 
 def headline(scores: dict) -> str:
-    """The evaluate stage's one console line: the six numbers a reader looks for first."""
+    """The evaluate stage's one console line: the six numbers a reader looks for first.
+
+    A score that is undefined on this test set (an error AUROC with no errors) reads n/a.
+    """
+
+    def number(key: str, spec: str) -> str:
+        return "n/a" if scores.get(key) is None else format(scores[key], spec)
+
     ood = [key for key in scores if key.startswith("ood_auroc_") and key.count("_") == 2]
     parts = [
-        f"accuracy {scores['test_accuracy']:.2%}",
-        f"NLL {scores['test_nll']:.4f}",
-        f"ECE {scores['test_ece']:.4f}",
-        f"Brier {scores['test_brier']:.4f}",
-        f"error AUROC {scores['error_auroc']:.3f} ({scores['error_auroc_score']})",
-        *(f"OOD AUROC {key.removeprefix('ood_auroc_')} {scores[key]:.3f}" for key in ood),
+        f"accuracy {number('test_accuracy', '.2%')}",
+        f"NLL {number('test_nll', '.4f')}",
+        f"ECE {number('test_ece', '.4f')}",
+        f"Brier {number('test_brier', '.4f')}",
+        f"error AUROC {number('error_auroc', '.3f')} ({scores.get('error_auroc_score')})",
+        *(f"OOD AUROC {key.removeprefix('ood_auroc_')} {number(key, '.3f')}" for key in ood),
     ]
     return "evaluate: " + ", ".join(parts) + " (all in metrics/metrics.json)"
