@@ -398,4 +398,6 @@ def test_sweep_is_one_parent_run_with_a_child_per_job(tmp_path, mirror):
     for job in range(4):
         assert (project / "sweep" / str(job) / "models" / "posterior.npz").is_file()
         assert (project / "sweep" / str(job) / "plots" / "elbo.png").is_file()
-    assert len(list((project / "sweep" / ".pytensor").iterdir())) >= 2
+    # Unless the caller already chose a compile folder (PYTENSOR_FLAGS), which wins.
+    if "base_compiledir" not in os.environ.get("PYTENSOR_FLAGS", ""):
+        assert len(list((project / "sweep" / ".pytensor").iterdir())) >= 2
