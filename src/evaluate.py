@@ -4,11 +4,12 @@ import hydra
 from omegaconf import DictConfig
 
 from bnn.core.cli import user_errors_exit
+from bnn.core.experiment_params import put_back_params
 from bnn.pipeline import config, evaluate_stage
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-@user_errors_exit
+@user_errors_exit(on_failure=put_back_params)
 def main(cfg: DictConfig) -> None:
     evaluate_stage.evaluate(config.stage_paths(cfg), config.tracking_uri(cfg))
 

@@ -14,13 +14,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bnn.core.cli import user_errors_exit
+from bnn.core.experiment_params import put_back_params
 
 # The library imports PyTensor, so it is imported inside main(): a parallel sweep
 # job's callback first points PyTensor at a compile folder of the job's own process.
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-@user_errors_exit
+@user_errors_exit(on_failure=put_back_params)
 def main(cfg: DictConfig) -> None:
     from bnn.pipeline import chain, config, fit_stage, sweep
 

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from helpers_mnist import synthetic_mnist
+from helpers_mnist import idx_md5s, synthetic_mnist, write_synthetic_idx
 
 
 @dataclass
@@ -115,3 +115,16 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    """Synthetic MNIST, gzipped IDX files served by a real local HTTP server."""
+    server = LocalHTTPServer()
+    arrays = synthetic_mnist(n_train=300, n_test=60, seed=4)
+    files = write_synthetic_idx(tmp_path_factory.mktemp("mirror"), arrays, gz=True)
+    for path in files.values():
+        server.serve(f"/mnist/{path.name}", path.read_bytes())
+    server.start()
+    yield server, idx_md5s(arrays)
+    server.close()

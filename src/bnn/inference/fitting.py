@@ -7,6 +7,7 @@ import pytensor
 
 from bnn.data.dataset import LabelledImages
 from bnn.evaluation.metrics import accuracy
+from bnn.inference.checkpoint import Checkpoint
 from bnn.inference.fused import fit_fused
 from bnn.inference.local_reparam import fit_local_reparam
 from bnn.inference.pymc_engine import fit_advi
@@ -26,6 +27,7 @@ def fit_posterior(
     meta: dict,
     progressbar: bool = True,
     callbacks=(),
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[Posterior, FitResult]:
     """Build the model in the configured float dtype, fit it, return the posterior arrays.
 
@@ -36,7 +38,9 @@ def fit_posterior(
 
     Every engine returns the same :class:`~bnn.inference.settings.FitResult`.
     ``callbacks`` are fit callbacks, ``callback(factors, losses, step)``, such as
-    :class:`bnn.inference.validation.ValidationMonitor`.
+    :class:`bnn.inference.validation.ValidationMonitor`. A ``checkpoint``
+    (:class:`~bnn.inference.checkpoint.Checkpoint`) resumes a stopped fit and
+    saves this one as it goes, with every engine.
     """
     meta = PosteriorMeta(
         model=spec.to_dict(),
@@ -46,12 +50,20 @@ def fit_posterior(
     )
     if settings.method == "lrt":
         result = fit_local_reparam(
-            train.images, train.labels, spec, prior, settings, seed, callbacks, progressbar
+            train.images,
+            train.labels,
+            spec,
+            prior,
+            settings,
+            seed,
+            callbacks,
+            progressbar,
+            checkpoint=checkpoint,
         )
     else:
         with pytensor.config.change_flags(floatX=settings.float_dtype):
             model = bnn_model(train.images, train.labels, spec, prior, settings.batch_size)
-            result = fit_model(model, settings, seed, progressbar=progressbar, callbacks=callbacks)
+            result = fit_model(model, settings, seed, progressbar, callbacks, checkpoint)
     posterior = Posterior(result.means, result.stds, meta)
     if settings.method == "map":
         # A point estimate: its draws are the point exactly, not to within MAP_SIGMA.
@@ -60,16 +72,20 @@ def fit_posterior(
 
 
 def fit_model(
-    model, settings: AdviSettings, seed: int, progressbar: bool = True, callbacks=()
+    model,
+    settings: AdviSettings,
+    seed: int,
+    progressbar: bool = True,
+    callbacks=(),
+    checkpoint: Checkpoint | None = None,
 ) -> FitResult:
     """Fit ``model`` (method advi or map) with the configured step engine.
 
     ``settings.engine`` is ``fused`` (:func:`bnn.inference.fused.fit_fused`, the default)
     or ``pymc`` (``pm.ADVI``'s own step, :func:`bnn.inference.pymc_engine.fit_advi`).
     """
-    if settings.engine == "fused":
-        return fit_fused(model, settings, seed, progressbar=progressbar, callbacks=callbacks)
-    return fit_advi(model, settings, seed, progressbar=progressbar, callbacks=callbacks)
+    engine = fit_fused if settings.engine == "fused" else fit_advi
+    return engine(model, settings, seed, progressbar, callbacks, checkpoint)
 
 
 def posterior_mean_accuracy(posterior: Posterior, data: LabelledImages) -> float:

@@ -35,6 +35,7 @@ import numpy as np
 import pymc as pm
 
 from bnn.core.errors import ConfigError
+from bnn.inference.checkpoint import Checkpoint, FitState
 from bnn.inference.kernels import adam_step, draw_weights, standard_normal
 from bnn.inference.logp_gradient import compile_logp_gradient
 from bnn.inference.pymc_engine import MeanFieldFactors, initial_means
@@ -73,12 +74,14 @@ def fit_fused(
     seed: int,
     progressbar: bool = True,
     callbacks: Sequence[Callable] = (),
+    checkpoint: Checkpoint | None = None,
 ) -> FitResult:
     """Fit mean-field ADVI (or MAP, ``settings.method="map"``) to ``model``; see the module.
 
     ``seed`` sets the initial means (as :func:`bnn.inference.pymc_engine.fit_advi` does), the
     minibatches and the noise. ``callbacks`` are called as ``pm.fit`` calls them,
     ``callback(factors, losses, steps_done)``, with the factors being fitted.
+    ``checkpoint`` resumes a stopped fit and saves this one as it goes.
     """
     check_settings(settings)
     began = time.perf_counter()
@@ -115,8 +118,18 @@ def fit_fused(
 
     factors = MeanFieldFactors(approx)
     losses = run_steps(
-        settings.n_iter, one_step, factors, callbacks, progressbar, "Fitting", diverged
+        settings.n_iter,
+        one_step,
+        factors,
+        callbacks,
+        progressbar,
+        "Fitting",
+        diverged,
+        checkpoint,
+        step.state(logp_gradient),
+        began,
     )
+    began -= checkpoint.elapsed_before if checkpoint is not None else 0.0
     return FitResult(
         means=factors.means(),
         stds=factors.stds(),
@@ -182,6 +195,15 @@ class FusedStep:
             update_rho,
         )
         return loss
+
+    def state(self, logp_gradient) -> FitState:
+        """What a step changes: the parameters, Adam's moments, the noise and minibatch streams."""
+        state = FitState()
+        for name in ("mu", "rho", "adam_mu", "adam_rho"):
+            state.add_array(name, getattr(self, name))
+        state.add_generator("noise", self.rng)
+        state.add_updated_shared("minibatch", logp_gradient)
+        return state
 
     def first_non_finite(self, ordering: dict) -> str:
         """The first variable whose weights or gradient are not finite (else the first one)."""

@@ -59,6 +59,7 @@ from pytensor.tensor import TensorVariable
 
 from bnn.core.errors import ConfigError
 from bnn.core.mnist import IMAGE_SHAPE
+from bnn.inference.checkpoint import Checkpoint, FitState
 from bnn.inference.pymc_engine import OPTIMIZERS, initial_means
 from bnn.inference.settings import DivergedError, FitResult, learning_rate_at
 from bnn.inference.step_loop import run_steps
@@ -308,6 +309,7 @@ def fit_local_reparam(
     callbacks: Sequence[Callable] = (),
     progressbar: bool = False,
     mode=None,
+    checkpoint: Checkpoint | None = None,
 ) -> FitResult:
     """Fit the mean-field posterior by minibatch ADVI with local reparameterization.
 
@@ -338,6 +340,8 @@ def fit_local_reparam(
         Show a progress bar. The default is False.
     mode : str or pytensor.compile.Mode, optional
         Compilation mode of the step function. The default, None, is PyTensor's default.
+    checkpoint : Checkpoint, optional
+        Resumes a stopped fit and saves this one as it goes. The default is None.
 
     Returns
     -------
@@ -391,9 +395,21 @@ def fit_local_reparam(
                 "inference.float_dtype=float64."
             )
 
+        state = FitState()
+        state.add_updated_shared("step", step_function)
         losses = run_steps(
-            settings.n_iter, step, factors, callbacks, progressbar, "Fitting (LRT)", diverged
+            settings.n_iter,
+            step,
+            factors,
+            callbacks,
+            progressbar,
+            "Fitting (LRT)",
+            diverged,
+            checkpoint,
+            state,
+            began,
         )
+        began -= checkpoint.elapsed_before if checkpoint is not None else 0.0
         seconds = time.perf_counter() - began
     return FitResult(
         means=factors.means(),

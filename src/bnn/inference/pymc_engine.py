@@ -14,7 +14,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pymc as pm
 import pytensor
+from pymc.pytensorf import resolve_backend_compile_kwargs
 
+from bnn.inference.checkpoint import Checkpoint, FitState
 from bnn.inference.settings import (
     MAP_SIGMA,
     AdviSettings,
@@ -22,6 +24,7 @@ from bnn.inference.settings import (
     FitResult,
     learning_rate_at,
 )
+from bnn.inference.step_loop import run_steps
 
 OPTIMIZERS = {
     "adam": pm.adam,
@@ -78,26 +81,22 @@ class MeanFieldFactors:
         return self._split(self._group.std.eval())
 
 
-def with_factors(callbacks: Sequence[Callable]) -> list[Callable]:
-    """PyMC-style callbacks, ``callback(approx, ...)``, given :class:`MeanFieldFactors` instead."""
-
-    def wrap(callback):
-        return lambda approx, losses, step: callback(MeanFieldFactors(approx), losses, step)
-
-    return [wrap(callback) for callback in callbacks]
-
-
 def fit_advi(
     model: pm.Model,
     settings: AdviSettings,
     seed: int,
     progressbar: bool = True,
     callbacks: Sequence[Callable] = (),
+    checkpoint: Checkpoint | None = None,
 ) -> FitResult:
     """Fit mean-field ADVI to ``model`` with PyMC's own step (``inference.engine=pymc``).
 
-    Returns the approximation and the ELBO history. :func:`bnn.inference.fitting.fit_model`
-    picks this or the fused step (:mod:`bnn.inference.fused`) by ``settings.engine``.
+    The step is the function ``pm.ADVI.fit`` compiles (PyMC's objective, optimizer
+    and noise), called from this project's step loop
+    (:func:`bnn.inference.step_loop.run_steps`) as ``pm.ADVI.fit`` calls it, so
+    that the fit can be checkpointed, resumed and stopped between steps.
+    :func:`bnn.inference.fitting.fit_model` picks this or the fused step
+    (:mod:`bnn.inference.fused`) by ``settings.engine``.
 
     ``callbacks`` are called ``callback(factors, losses, step)`` after every step
     (:class:`~bnn.inference.settings.Factors`; e.g. the validation monitor).
@@ -109,10 +108,6 @@ def fit_advi(
     learning_rate = pytensor.shared(
         np.asarray(settings.learning_rate, dtype=pytensor.config.floatX), name="learning_rate"
     )
-
-    def schedule(_approx, _losses, step):
-        learning_rate.set_value(np.asarray(learning_rate_at(step, settings), learning_rate.dtype))
-
     optimizer = OPTIMIZERS[settings.optimizer](learning_rate=learning_rate)
     if settings.method == "map":
         optimizer = means_only(optimizer)
@@ -120,28 +115,47 @@ def fit_advi(
     with model:
         advi = pm.ADVI(random_seed=seed, start=start, start_sigma=start_sigma)
         began = time.perf_counter()
-        try:
-            approx = advi.fit(
-                settings.n_iter,
-                obj_optimizer=optimizer,
-                callbacks=[schedule, *with_factors(callbacks)],
-                progressbar=progressbar,
-            )
-        except FloatingPointError as error:
-            # PyMC lists every NaN entry; the first one names the variable.
-            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-            where = next((line for line in lines if "approximation of RV" in line), lines[0])
-            raise DivergedError(
-                f"ADVI diverged: {where} Lower inference.learning_rate or "
-                "inference.start_sigma, or set inference.float_dtype=float64."
-            ) from None
-        seconds = time.perf_counter() - began
-    factors = MeanFieldFactors(approx)
+        step_function = advi.objective.step_function(
+            score=True,
+            obj_optimizer=optimizer,
+            compile_kwargs=resolve_backend_compile_kwargs(None, None),
+        )
+    factors = MeanFieldFactors(advi.approx)
+    state = FitState()
+    state.add_updated_shared("step", step_function)
+
+    def step(index: int) -> float:
+        # pm.ADVI.fit's schedule: step k (0-based) runs at the rate set for it.
+        learning_rate.set_value(np.asarray(learning_rate_at(index, settings), learning_rate.dtype))
+        return step_function()
+
+    def diverged(index: int, loss: float) -> DivergedError:
+        means = factors.means()
+        name = next((n for n, m in means.items() if not np.isfinite(m).all()), next(iter(means)))
+        return DivergedError(
+            f"ADVI diverged: the approximation of RV `{name}` gave a loss of {loss} at step "
+            f"{index + 1}. Lower inference.learning_rate or inference.start_sigma, or set "
+            "inference.float_dtype=float64."
+        )
+
+    losses = run_steps(
+        settings.n_iter,
+        step,
+        factors,
+        callbacks,
+        progressbar,
+        "Fitting",
+        diverged,
+        checkpoint,
+        state,
+        began,
+    )
+    began -= checkpoint.elapsed_before if checkpoint is not None else 0.0
     return FitResult(
         means=factors.means(),
         stds=factors.stds(),
-        loss_history=np.asarray(approx.hist),
-        seconds=seconds,
+        loss_history=losses,
+        seconds=time.perf_counter() - began,
         began=began,
     )
 

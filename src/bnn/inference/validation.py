@@ -45,6 +45,15 @@ class ValidationMonitor:
         self._checks.append((done, paused - self.own_seconds, score))
         self.own_seconds += time.perf_counter() - paused
 
+    def checkpoint_state(self, began: float) -> dict:
+        """The checks so far, timed from ``began``, and the monitor's own time (JSON)."""
+        return {"checks": self.curve(began), "own_seconds": self.own_seconds}
+
+    def restore_checkpoint(self, state: dict, began: float) -> None:
+        """Take back :meth:`checkpoint_state`, for a fit that (re)started at ``began``."""
+        self._checks = [(step, began + seconds, score) for step, seconds, score in state["checks"]]
+        self.own_seconds = state["own_seconds"]
+
     def curve(self, began: float) -> list[tuple[int, float, float]]:
         """``(step, fit seconds, accuracy)`` per check, timed from ``began`` (the fit's start)."""
         return [(step, clock - began, score) for step, clock, score in self._checks]

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from bnn.core.errors import ConfigError
 from bnn.data.shifted_inputs import OOD_SETS
 from bnn.evaluation.scoring import SCORES
+from bnn.inference.checkpoint import CheckpointSettings
 from bnn.inference.settings import (
     ENGINES,
     INIT_SCHEMES,
@@ -229,7 +230,29 @@ def fit_settings(cfg: DictConfig) -> dict:
         "params": OmegaConf.to_container(cfg, resolve=True),
         "experiment": cfg.mlflow.experiment,
         "flag": flag_settings(cfg.flag),
+        "checkpoints": checkpoint_settings(cfg.checkpoint),
     }
+
+
+def checkpoint_settings(checkpoint: Mapping) -> CheckpointSettings:
+    """Where a fit keeps its checkpoints and how often; a relative folder is under the repository.
+
+    The root is :func:`bnn.pipeline.tracking.project_root`, so that a queued
+    ``dvc exp run``, which runs in a temporary copy, keeps its checkpoints too.
+    ``folder: null`` turns checkpoints off.
+    """
+    resume = checkpoint.get("resume")
+    if not isinstance(resume, bool):
+        raise _fail("checkpoint", checkpoint, "resume", f"must be true or false, got {resume!r}")
+    folder = checkpoint.get("folder")
+    if folder is not None and (not isinstance(folder, str) or not folder.strip()):
+        raise _fail("checkpoint", checkpoint, "folder", f"must be a path or null, got {folder!r}")
+    return CheckpointSettings(
+        folder=None if folder is None else tracking.project_root() / folder,
+        every_steps=positive_int("checkpoint", checkpoint, "every_steps"),
+        every_seconds=positive_float("checkpoint", checkpoint, "every_seconds"),
+        resume=resume,
+    )
 
 
 def sample_ppc_settings(cfg: DictConfig) -> dict:

@@ -7,10 +7,14 @@ from pathlib import Path
 
 import yaml
 
+import bnn
 from bnn.core import tables
+from bnn.core.atomic import atomic_folder
+from bnn.core.signals import Interrupted
 from bnn.data.dataset import load_split
 from bnn.evaluation import hyperpriors
 from bnn.inference import validation
+from bnn.inference.checkpoint import Checkpoint, CheckpointSettings, fit_key
 from bnn.inference.fitting import fit_posterior, posterior_mean_accuracy
 from bnn.inference.settings import AdviSettings, FitResult, elbo_curve
 from bnn.pipeline import tracking
@@ -19,6 +23,7 @@ from bnn.predictive import posterior
 from bnn.serving import flag_rule, pyfunc_model
 
 DEFAULT_FLAG = flag_rule.FlagSettings()
+NO_CHECKPOINTS = CheckpointSettings(folder=None)
 
 
 def fit(
@@ -32,50 +37,110 @@ def fit(
     experiment: str,
     run_tags: dict | None = None,
     flag: flag_rule.FlagSettings = DEFAULT_FLAG,
+    checkpoints: CheckpointSettings = NO_CHECKPOINTS,
 ) -> str:
     """Fit, save the posterior, its flag rule and hyperpriors, log everything; return the run id.
 
     ``flag`` holds :func:`bnn.serving.flag_rule.rule_from_validation`'s ``score``,
     ``target_accuracy`` and ``draws``; the rule goes to ``models/flag.json``,
-    and the model folder is logged as an MLflow pyfunc model.
+    and the model folder is logged as an MLflow pyfunc model. The model folder
+    is replaced whole, once everything in it is written.
+
+    With ``checkpoints`` (a folder), the fit saves its state as it goes and a
+    rerun of the same fit (:func:`fit_identity`) resumes it, in the same MLflow
+    run; the checkpoint is removed once the stage is done.
     """
     train, valid = (load_split(paths.processed, name) for name in ("train", "valid"))
     name = variant_name(spec.name, params, settings)
-    tags = (run_tags or {}) | {"mlflow.note.content": describe(spec, params, settings, seed)}
-    with tracking.fit_run(uri, experiment, name, params, tags) as run_id:
-        meta = {"mlflow_run_id": run_id, "prior": params["prior"], "seed": seed}
-        monitor = validation.ValidationMonitor(valid, spec, settings.validate_every)
-        fitted, result = fit_posterior(
-            train, spec, prior, settings, seed, meta, callbacks=[monitor]
-        )
-        posterior.save(fitted, paths.models)
-        rule = flag_rule.rule_from_validation(
-            fitted, valid.images, valid.labels, seed=seed, **asdict(flag)
-        )
-        flag_rule.save(rule, paths.models)
-        report_elbo(run_id, result, paths.metrics / "elbo.tsv", settings.elbo_log_points)
-        checks = monitor.curve(result.began)
-        report_validation(run_id, checks, paths.metrics / "validation.tsv")
-        valid_accuracy = posterior_mean_accuracy(fitted, valid)
-        fit_seconds = result.seconds - monitor.own_seconds
-        fit_metrics = {
-            "fit_seconds": fit_seconds,
-            "valid_accuracy_at_mean": valid_accuracy,
-            **validation.time_to_accuracy(checks),
-        }
-        tables.write_json(paths.metrics / "fit.json", fit_metrics)
-        tracking.log_metrics(fit_metrics)
-        tracking.log_text_artifact(yaml.safe_dump(params, sort_keys=False), "config.yaml")
-        summary = hyperpriors.summarise(fitted)
-        if summary:
-            hyperpriors.write_json(summary, paths.models / "hyperpriors.json")
-            hyperpriors.log_to_mlflow(summary)
-        pyfunc_model.log_model(paths.models, artifact_path=name)
+    key = fit_key(
+        fit_identity(spec, params, settings, seed),
+        [train.images, train.labels, valid.images, valid.labels],
+    )
+    checkpoint = Checkpoint(checkpoints, key) if checkpoints.folder is not None else None
+    saved = checkpoint.saved_meta() if checkpoint is not None else None
+    continued = tracking.run_to_continue(
+        uri, experiment, key, (saved or {}).get("extra", {}).get("mlflow_run_id")
+    )
+    tags = (run_tags or {}) | {
+        "mlflow.note.content": describe(spec, params, settings, seed),
+        tracking.FIT_KEY_TAG: key,
+    }
+    with tracking.fit_run(uri, experiment, name, params, tags, continued) as run_id:
+        if checkpoint is not None:
+            checkpoint.extra = {"mlflow_run_id": run_id}
+        try:
+            fit_seconds, valid_accuracy = fit_and_save(
+                paths, train, valid, spec, prior, settings, seed, params, flag, run_id, checkpoint
+            )
+        except Interrupted as stop:
+            raise Interrupted(stop.signum, resume_hint(stop, checkpoint)) from None
+        if checkpoint is not None:
+            checkpoint.remove()
+        step = checkpoint.resumed_step if checkpoint is not None else 0
+        resumed = f", resumed at step {step:,}" if step else ""
         print(
-            f"fit: {name} in {fit_seconds:.0f} s; validation accuracy at the mean "
+            f"fit: {name} in {fit_seconds:.0f} s{resumed}; validation accuracy at the mean "
             f"{valid_accuracy:.2%}; MLflow run {run_id[:8]}"
         )
     return run_id
+
+
+def fit_and_save(
+    paths, train, valid, spec, prior, settings, seed, params, flag, run_id, checkpoint
+) -> tuple[float, float]:
+    """Fit, write the model folder and the fit's metrics, log them; return seconds and accuracy."""
+    meta = {"mlflow_run_id": run_id, "prior": params["prior"], "seed": seed}
+    monitor = validation.ValidationMonitor(valid, spec, settings.validate_every)
+    fitted, result = fit_posterior(
+        train, spec, prior, settings, seed, meta, callbacks=[monitor], checkpoint=checkpoint
+    )
+    summary = hyperpriors.summarise(fitted)
+    with atomic_folder(paths.models) as models:
+        posterior.save(fitted, models)
+        rule = flag_rule.rule_from_validation(
+            fitted, valid.images, valid.labels, seed=seed, **asdict(flag)
+        )
+        flag_rule.save(rule, models)
+        if summary:
+            hyperpriors.write_json(summary, models / "hyperpriors.json")
+    report_elbo(run_id, result, paths.metrics / "elbo.tsv", settings.elbo_log_points)
+    checks = monitor.curve(result.began)
+    report_validation(run_id, checks, paths.metrics / "validation.tsv")
+    valid_accuracy = posterior_mean_accuracy(fitted, valid)
+    fit_seconds = result.seconds - monitor.own_seconds
+    fit_metrics = {
+        "fit_seconds": fit_seconds,
+        "valid_accuracy_at_mean": valid_accuracy,
+        **validation.time_to_accuracy(checks),
+    }
+    tables.write_json(paths.metrics / "fit.json", fit_metrics)
+    tracking.log_metrics(fit_metrics)
+    tracking.log_text_artifact(yaml.safe_dump(params, sort_keys=False), "config.yaml")
+    if summary:
+        hyperpriors.log_to_mlflow(summary)
+    pyfunc_model.log_model(paths.models, artifact_path=variant_name(spec.name, params, settings))
+    return fit_seconds, valid_accuracy
+
+
+def fit_identity(spec, params: dict, settings: AdviSettings, seed: int) -> dict:
+    """What decides a fit's result, for its checkpoint key: network, prior, settings, seed, code."""
+    return {
+        "model": spec.to_dict(),
+        "prior": params["prior"],
+        "inference": asdict(settings),
+        "seed": seed,
+        "bnn": bnn.__version__,
+    }
+
+
+def resume_hint(stop: Interrupted, checkpoint: Checkpoint | None) -> str:
+    """The one line an interrupted fit ends with: where it stopped and how to go on."""
+    if checkpoint is None:
+        return f"{stop.detail or 'the fit stopped'}; checkpoints are off (checkpoint.folder=null)"
+    return (
+        f"{stop.detail or 'the fit stopped'}; rerun the same command to resume from "
+        f"{checkpoint.path} (checkpoint.resume=false starts afresh)"
+    )
 
 
 def variant_name(network: str, params: dict, settings: AdviSettings) -> str:

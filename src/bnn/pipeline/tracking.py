@@ -10,16 +10,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import mlflow
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from bnn.core.signals import Interrupted
+
 MAX_METRICS_PER_BATCH = 1000
+# Tags that let a restarted fit find the run its predecessor left RUNNING.
+FIT_KEY_TAG, PID_TAG, HOST_TAG = "bnn.fit_key", "bnn.pid", "bnn.host"
+KILLED = RunStatus.to_string(RunStatus.KILLED)
 
 # At import MLflow gives its logger a console handler of its own and stops it
 # propagating; hand it back to the root logger, so that its INFO lines go where
@@ -106,20 +112,86 @@ def ensure_experiment(uri: str, name: str) -> str:
 
 @contextlib.contextmanager
 def fit_run(
-    uri: str, experiment: str, run_name: str, params: Mapping, tags: Mapping | None = None
+    uri: str,
+    experiment: str,
+    run_name: str,
+    params: Mapping,
+    tags: Mapping | None = None,
+    continue_run_id: str | None = None,
 ) -> Iterator[str]:
-    """Start the MLflow run of one fit, log its params and tags, and yield its id.
+    """Start the MLflow run of one fit (or continue ``continue_run_id``) and yield its id.
 
-    A ``parent_run_id`` in ``tags`` (``mlflow.parentRunId``) nests it in a sweep.
+    A new run gets the params and tags; a ``parent_run_id`` in ``tags``
+    (``mlflow.parentRunId``) nests it in a sweep. A continued run (a resumed fit)
+    keeps its id, params and metrics. A SIGINT or SIGTERM ends the run KILLED,
+    any other error FAILED.
     """
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(experiment_id=ensure_experiment(uri, experiment))
-    with mlflow.start_run(run_name=run_name, tags={**run_tags(), **(tags or {})}) as run:
-        flat = flatten(params)
-        items = list(flat.items())
-        for first in range(0, len(items), 100):
-            mlflow.log_params(dict(items[first : first + 100]))
-        yield run.info.run_id
+    owner = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    if continue_run_id:
+        started = mlflow.start_run(run_id=continue_run_id)
+    else:
+        started = mlflow.start_run(run_name=run_name, tags={**run_tags(), **(tags or {})})
+    with started as run:
+        mlflow.set_tags(owner)
+        if not continue_run_id:
+            items = list(flatten(params).items())
+            for first in range(0, len(items), 100):
+                mlflow.log_params(dict(items[first : first + 100]))
+        try:
+            yield run.info.run_id
+        except Interrupted:
+            mlflow.end_run(KILLED)
+            raise
+
+
+def run_to_continue(
+    uri: str, experiment: str, key: str, checkpoint_run_id: str | None
+) -> str | None:
+    """The run a restarted fit continues; runs its dead predecessors left RUNNING end FAILED.
+
+    Every fit's run is tagged with its fit key (:func:`bnn.inference.checkpoint.fit_key`)
+    and the process that runs it. The run named by the fit's checkpoint is continued;
+    with no checkpoint, the newest run of the key whose process is gone (a SIGKILL
+    before the first checkpoint, or a lost machine). Runs of processes still alive
+    on this host, or on another host, are left alone.
+    """
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.`{FIT_KEY_TAG}` = '{key}'",
+        order_by=["attributes.start_time DESC"],
+    )
+    orphans = [run for run in runs if run.info.status == "RUNNING" and not _owner_alive(run)]
+    if checkpoint_run_id and any(run.info.run_id == checkpoint_run_id for run in runs):
+        chosen = checkpoint_run_id
+    else:
+        chosen = orphans[0].info.run_id if orphans else None
+    for run in orphans:
+        if run.info.run_id != chosen:
+            client.set_tag(run.info.run_id, "bnn.ended_by", "a later start of the same fit")
+            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+    return chosen
+
+
+def _owner_alive(run) -> bool:
+    tags = run.data.tags
+    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
+        return True  # not ours to judge
+    pid = int(tags[PID_TAG])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -136,7 +208,11 @@ def resumed_run(uri: str, run_id: str | None) -> Iterator[str | None]:
         yield None
         return
     with mlflow.start_run(run_id=run_id):
-        yield run_id
+        try:
+            yield run_id
+        except Interrupted:
+            mlflow.end_run(KILLED)
+            raise
 
 
 def log_metric_series(run_id: str, key: str, steps, values) -> None:
