@@ -14,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bnn.core.cli import user_errors_exit
-from bnn.core.experiment_params import put_back_params
+from bnn.pipeline.params_file import put_back_params
 
 # The library imports PyTensor, so it is imported inside main(): a parallel sweep
 # job's callback first points PyTensor at a compile folder of the job's own process.

@@ -4,8 +4,8 @@ import hydra
 from omegaconf import DictConfig
 
 from bnn.core.cli import user_errors_exit
-from bnn.core.experiment_params import put_back_params
 from bnn.pipeline import config, plots_stage
+from bnn.pipeline.params_file import put_back_params
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

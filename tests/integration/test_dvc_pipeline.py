@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from bnn.core import tables
 from bnn.evaluation import scoring
 from bnn.pipeline import variants
+from bnn.pipeline.params_file import in_sync
 from helpers_imports import SRC, closure
 from helpers_project import ROOT, make_project, run
 
@@ -272,6 +275,92 @@ def test_exp_run_conv_with_hier_prior_through_dvc(dvc_project):
         f"{layer}_{part}" for layer in ("conv1", "conv2", "hidden1", "output") for part in "Wb"
     }
     assert (project / "plots/hyperpriors.png").read_bytes()[:4] == b"\x89PNG"
+
+
+RESULTS = (
+    "models/posterior.npz",
+    "models/posterior.json",
+    "models/flag.json",
+    "metrics/fit.json",
+    "metrics/elbo.tsv",
+    "metrics/validation.tsv",
+    "metrics/metrics.json",
+)
+
+
+def results(project: Path) -> dict[str, bytes]:
+    return {name: (project / name).read_bytes() for name in RESULTS}
+
+
+def test_a_failed_exp_run_keeps_the_results_and_puts_params_back(dvc_project):
+    """A typo stops in one line before DVC or the fit has touched anything."""
+    project, env = dvc_project
+    before = results(project)
+    failed = subprocess.run(
+        ["dvc", "exp", "run", "-S", "inference.n_iter=-1"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode != 0
+    ours = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+    assert ours == [
+        "error: inference.n_iter must be a positive integer, got -1 (conf/inference/advi.yaml)"
+    ], failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert "params.yaml put back" in failed.stderr
+    assert results(project) == before
+    assert in_sync(project / "conf", project / "params.yaml")
+    assert "n_iter: -1" in (project / ".dvc/tmp/params.failed.yaml").read_text()
+
+
+def test_ctrl_c_during_an_exp_run_keeps_the_results_and_resumes(dvc_project):
+    """SIGINT to the terminal's process group (DVC and the fit) in the middle of the fit."""
+    project, env = dvc_project
+    before = results(project)
+    command = [
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "inference.n_iter=4000",
+        "-S",
+        "checkpoint.every_steps=50",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list((project / ".checkpoints").glob("*.ckpt.npz")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert any(
+        line.startswith("interrupted: SIGINT") and "rerun the same command" in line
+        for line in stderr.splitlines()
+    ), stderr
+    assert results(project) == before
+    assert in_sync(project / "conf", project / "params.yaml")
+    _, runs = mlflow_runs(project)
+    killed = [r for r in runs if r.info.status == "KILLED"]
+    assert len(killed) == 1
+    # The same command resumes the fit in the same run.
+    resumed = run(command, project, env)
+    assert "fit: resuming from step" in resumed.stderr
+    _, runs = mlflow_runs(project)
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert json.loads((project / "models/posterior.json").read_text())["mlflow_run_id"] == (
+        killed[0].info.run_id
+    )
 
 
 def test_sweep_is_one_parent_run_with_a_child_per_job(tmp_path, mirror):

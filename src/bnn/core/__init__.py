@@ -1,5 +1,5 @@
 """Errors a user can fix, atomic writes, JSON/TSV tables, the CLI's one-line exit and signals.
 
 Owns: errors, atomic, tables, cli, signals (SIGINT/SIGTERM as one exception),
-experiment_params (params.yaml put back after a failed ``dvc exp run -S``), progress, mnist. Imports no other bnn subpackage; all may import it.
+progress, mnist. Imports no other bnn subpackage; all may import it.
 """
