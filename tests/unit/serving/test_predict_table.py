@@ -203,7 +203,7 @@ def bad_input(tmp_path: Path, case: str) -> tuple[list[str], str]:
     if case == "no model":
         np.save(tmp_path / "ok.npy", np.zeros((1, 784), np.float32))
         return ["--images", str(tmp_path / "ok.npy"), "--model", str(tmp_path)], (
-            "posterior.npz not found; run the fit stage"
+            "posterior.json not found; rebuild the model folder with `dvc repro -f fit_advi`"
         )
     np.save(tmp_path / "ok.npy", np.zeros((1, 784), np.float32))
     draws = {"draws 0": "0", "draws -3": "-3", "draws text": "many"}[case]
