@@ -1,16 +1,14 @@
 """DVC stage `plots`: ELBO, confusion, chi-square, calibration, shift, OOD (and hyperprior) PNGs."""
 
-import hydra
 from omegaconf import DictConfig
 
-from bnn.core.cli import user_errors_exit
+from bnn.core import hydra_entry
 from bnn.pipeline import config, plots_stage
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-@user_errors_exit
+@hydra_entry.main(config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    plots_stage.plot(config.stage_paths(cfg), config.tracking_uri(cfg), cfg.seed)
+    plots_stage.plot(config.stage_paths(cfg), config.tracking_uri(cfg), config.seed(cfg))
 
 
 if __name__ == "__main__":

@@ -1,18 +1,16 @@
 """DVC stage `sample_ppc`: the posterior predictive of the test set, its rotations and OOD sets."""
 
-import hydra
 from omegaconf import DictConfig
 
-from bnn.core.cli import user_errors_exit
+from bnn.core import hydra_entry
 from bnn.pipeline import config, ppc_stage
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-@user_errors_exit
+@hydra_entry.main(config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     ppc_stage.sample_ppc(
         config.stage_paths(cfg),
-        seed=cfg.seed,
+        seed=config.seed(cfg),
         uri=config.tracking_uri(cfg),
         **config.sample_ppc_settings(cfg),
     )

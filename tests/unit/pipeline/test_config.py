@@ -56,7 +56,7 @@ def test_default_config_validates():
         ),
         ("inference.batch_size=-5", "inference.batch_size must be a positive integer"),
         ("inference.optimizer=lbfgs", "inference.optimizer must be one of adam"),
-        ("inference.learning_rate=0", "inference.learning_rate must be a positive number"),
+        ("inference.learning_rate=0", "inference.learning_rate must be a finite positive number"),
         ("inference.lr_final_fraction=2", "inference.lr_final_fraction must be a number in [0, 1]"),
         ("inference.float_dtype=float16", "inference.float_dtype must be one of float32, float64"),
         ("inference.engine=jax", "inference.engine must be one of fused, pymc"),
@@ -65,7 +65,10 @@ def test_default_config_validates():
             "inference.optimizer must be adam with inference.engine=fused (its update is "
             "Adam's), got 'sgd'; set inference.engine=pymc",
         ),
-        ("prior.sigma=-1", "prior.sigma must be a positive number, got -1 (conf/prior/fixed.yaml)"),
+        (
+            "prior.sigma=-1",
+            "prior.sigma must be a finite positive number, got -1 (conf/prior/fixed.yaml)",
+        ),
         ("model.n_hidden=[800,-3]", "model.n_hidden must be a list of positive integers"),
     ],
 )
@@ -135,16 +138,18 @@ def test_cli_config_error_is_one_line_without_traceback():
 
 def test_cli_unknown_option_lists_the_valid_ones():
     result = run_script("model=resnet")
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert "Available options in 'model'" in result.stderr and "dense" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: model=resnet is not an option of model (conf/model/); choose one of conv, dense"
+    )
 
 
 def test_cli_unknown_key_is_named():
     result = run_script("inference.momentum=0.9")
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert "momentum" in result.stderr
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: inference.momentum is not a setting of inference; its settings")
+    assert "batch_size" in line and "+inference.momentum=..." in line
 
 
 def test_hier_prior_and_conv_model_validate():
@@ -181,6 +186,7 @@ def test_original_experiment_preset():
 
 def test_cli_unknown_prior_lists_the_valid_ones():
     result = run_script("prior=laplace")
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "Available options in 'prior'" in result.stderr
-    assert "fixed" in result.stderr and "hier" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: prior=laplace is not an option of prior (conf/prior/); choose one of fixed, hier"
+    )
