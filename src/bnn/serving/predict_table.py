@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from bnn.core.atomic import atomic_path
-from bnn.core.errors import DataError
+from bnn.core.errors import DataError, DiskFullError
 from bnn.core.mnist import N_CLASSES
 from bnn.evaluation.metrics import chisquare_statistics
 from bnn.evaluation.scoring import scores_of
@@ -116,7 +116,9 @@ def write_csv(table: pd.DataFrame, out: str | os.PathLike | None) -> None:
     Raises
     ------
     DataError
-        If ``out`` cannot be written (a folder, no permission, a full disk).
+        If ``out`` cannot be written (a folder, no permission).
+    DiskFullError
+        If the disk (or the file-size limit) fills during the write.
     """
     if out is None:
         table.to_csv(sys.stdout, index=False)
@@ -124,6 +126,8 @@ def write_csv(table: pd.DataFrame, out: str | os.PathLike | None) -> None:
     try:
         with atomic_path(out) as tmp:
             table.to_csv(tmp, index=False)
+    except DiskFullError:
+        raise  # already one line: the disk is full and the old file was kept
     except OSError as error:
         raise DataError(
             f"{out}: cannot write the predictions ({error}); choose a writable file"
