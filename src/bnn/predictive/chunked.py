@@ -115,6 +115,7 @@ def summarise_predictive(
     chunk_images: int | None = None,
     progress: str | None = None,
     transient: bool = False,
+    **progress_options,
 ) -> PredictiveSummary:
     """Draw ``n_draws`` weight samples, evaluate every image under each, and reduce.
 
@@ -143,6 +144,8 @@ def summarise_predictive(
         Label of a progress bar over the blocks; the default, None, draws none.
     transient : bool
         Remove the bar once done (see :func:`bnn.core.progress.progress_bar`).
+    **progress_options
+        ``stderr`` and ``on_estimate`` of :func:`bnn.core.progress.progress_bar`.
     """
     images = _as_network_input(posterior, images)
     if posterior.is_point_estimate:
@@ -162,7 +165,7 @@ def summarise_predictive(
     weight_rng, label_rng = rng.spawn(2)
     chunks = probability_chunks(posterior, images, n_draws, weight_rng, chunk_draws, chunk_images)
     n_blocks = math.ceil(n_draws / chunk_draws) * math.ceil(n_images / chunk_images)
-    with progress_bar(progress, n_blocks, transient) as advance:
+    with progress_bar(progress, n_blocks, transient, **progress_options) as advance:
         for _, rows, probabilities in chunks:
             summary.mean_probabilities[rows] += probabilities.sum(axis=0, dtype=np.float64)
             summary.expected_entropy[rows] += entropy(probabilities).sum(axis=0, dtype=np.float64)
