@@ -266,7 +266,7 @@ def _check_arrays(means: dict, stds: dict, meta: PosteriorMeta, path: Path) -> N
         raise bad("the archive holds no arrays")
     if set(means) != set(stds):
         odd = sorted(set(means) ^ set(stds))
-        raise bad(f"{', '.join(odd)} lack a mean or an sd")
+        raise bad(f"{', '.join(odd)}: a mean without an sd, or an sd without a mean")
     for name, mean in means.items():
         std = stds[name]
         if mean.dtype.kind != "f" or mean.shape != std.shape or std.dtype != mean.dtype:

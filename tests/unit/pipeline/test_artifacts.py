@@ -127,7 +127,7 @@ MODEL_CASES = {
     ),
     "npz an sd missing": (
         lambda f: write_npz(f / "posterior.npz", **{"mean/output_W": np.zeros((6, 10))}),
-        "lack a mean or an sd",
+        "a mean without an sd",
     ),
     "npz NaN means": (
         lambda f: posterior.save(
