@@ -3,10 +3,9 @@
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bnn.core.cli import user_errors_exit
+from bnn.core import hydra_entry
 from bnn.data.fetch import RawFile, fetch_files, sources_from_config
 
 # Each source tried and each file verified is a line of the stage's log file; the
@@ -14,8 +13,7 @@ from bnn.data.fetch import RawFile, fetch_files, sources_from_config
 log = logging.getLogger("bnn.fetch")
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-@user_errors_exit
+@hydra_entry.main(config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     files = [RawFile(name=spec.name, md5=spec.md5) for spec in cfg.data.files.values()]
     sources = sources_from_config(OmegaConf.to_container(cfg.data.sources))

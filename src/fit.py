@@ -8,34 +8,32 @@ stages call) in its own folder, as a child of one MLflow parent run (:mod:`bnn.p
 
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from bnn.core.cli import user_errors_exit
+from bnn.core import hydra_entry
 from bnn.pipeline.params_file import put_back_params
 
 # The library imports PyTensor, so it is imported inside main(): a parallel sweep
 # job's callback first points PyTensor at a compile folder of the job's own process.
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-@user_errors_exit(on_failure=put_back_params)
+@hydra_entry.main(config_path="../conf", config_name="config", on_failure=put_back_params)
 def main(cfg: DictConfig) -> None:
     from bnn.pipeline import chain, config, fit_stage, sweep
 
-    fit_settings, paths, uri = (
-        config.fit_settings(cfg),
-        config.stage_paths(cfg),
-        config.tracking_uri(cfg),
-    )
+    # Every stage's settings, and the batch size against the data, before any work
+    # and before an MLflow run exists: a sweep job runs them all, DVC runs them next.
+    checked = config.all_settings(cfg)
+    fit_settings, paths, uri, seed = (checked[k] for k in ("fit", "paths", "uri", "seed"))
+    config.check_against_data(fit_settings["settings"], paths)
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        fit_stage.fit(paths, seed=cfg.seed, uri=uri, **fit_settings)
+        fit_stage.fit(paths, seed=seed, uri=uri, **fit_settings)
         return
     job_paths = paths.outputs_under(Path(HydraConfig.get().runtime.output_dir))
     fit_settings["run_tags"] = sweep.child_tags()
-    chain.run_all(job_paths, fit_settings, config.sample_ppc_settings(cfg), cfg.seed, uri)
+    chain.run_all(job_paths, fit_settings, checked["sample_ppc"], seed, uri)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     for problem in batch.problems:
         print(f"warning: {problem}", file=sys.stderr)
     table = predict_table(
-        fitted, batch.images, batch.sources, rule, draws=args.draws, seed=args.seed
+        fitted, batch.images, batch.sources, rule, draws=args.draws, seed=args.seed, progress=True
     )
     write_csv(table, args.out)
 

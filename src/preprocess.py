@@ -2,15 +2,13 @@
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from bnn.core.cli import user_errors_exit
+from bnn.core import hydra_entry
 from bnn.data.dataset import read_pair, save_split, scale_pixels, split_validation
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-@user_errors_exit
+@hydra_entry.main(config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     raw, files = Path(cfg.paths.raw), cfg.data.files
     train = read_pair(raw / files.train_images.name, raw / files.train_labels.name)

@@ -1,19 +1,17 @@
 """DVC stage `sample_ppc`: the posterior predictive of the test set, its rotations and OOD sets."""
 
-import hydra
 from omegaconf import DictConfig
 
-from bnn.core.cli import user_errors_exit
+from bnn.core import hydra_entry
 from bnn.pipeline import config, ppc_stage
 from bnn.pipeline.params_file import put_back_params
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-@user_errors_exit(on_failure=put_back_params)
+@hydra_entry.main(config_path="../conf", config_name="config", on_failure=put_back_params)
 def main(cfg: DictConfig) -> None:
     ppc_stage.sample_ppc(
         config.stage_paths(cfg),
-        seed=cfg.seed,
+        seed=config.seed(cfg),
         uri=config.tracking_uri(cfg),
         **config.sample_ppc_settings(cfg),
     )

@@ -89,7 +89,7 @@ def test_logging_a_folder_without_a_flag_names_the_fix(tmp_path):
     model_dir = save_model(tmp_path / "models")
     (model_dir / "flag.json").unlink()
     # Refused before MLflow is called, so no run is needed.
-    with pytest.raises(DataError, match="dvc repro fit_advi"):
+    with pytest.raises(DataError, match="dvc repro -f fit_advi"):
         pyfunc_model.log_model(model_dir)
 
 

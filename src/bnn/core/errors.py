@@ -19,3 +19,14 @@ class DataError(UserError, ValueError):
 
 class FetchError(UserError, RuntimeError):
     """No source could deliver a verified file."""
+
+
+class DiskFullError(UserError, OSError):
+    """A write failed because the disk (or the file-size limit) is full; the old file was kept.
+
+    An ``OSError`` too, so code that handles failed writes still catches it.
+    Raised as ``DiskFullError(errno, message)``; it reads as ``message`` alone.
+    """
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,10 +80,63 @@ def save_split(split: LabelledImages, path: str | os.PathLike) -> None:
         np.savez(handle, images=split.images, labels=split.labels)
 
 
-def load_split(folder: str | os.PathLike, name: str) -> LabelledImages:
-    """Load ``{folder}/{name}.npz`` written by :func:`save_split`."""
+PREPROCESS = "dvc repro -f preprocess"
+_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+def _split_path(folder: str | os.PathLike, name: str) -> Path:
     path = Path(folder) / f"{name}.npz"
     if not path.is_file():
         raise DataError(f"{path} not found; run the preprocess stage (`dvc repro preprocess`)")
-    with np.load(path, allow_pickle=False) as data:
-        return LabelledImages(data["images"], data["labels"])
+    return path
+
+
+def _corrupt(path: Path, error: BaseException) -> DataError:
+    reason = " ".join(str(error).split()) or type(error).__name__
+    return DataError(f"{path} is truncated or corrupt ({reason}); rebuild it with `{PREPROCESS}`")
+
+
+def load_split(folder: str | os.PathLike, name: str) -> LabelledImages:
+    """Load ``{folder}/{name}.npz`` written by :func:`save_split`.
+
+    Raises
+    ------
+    DataError
+        If the file is missing, corrupt, or its images and labels disagree.
+    """
+    path = _split_path(folder, name)
+    try:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
+            split = LabelledImages(data["images"], data["labels"])
+    except _NPZ_ERRORS as error:
+        raise _corrupt(path, error) from None
+    if split.labels.ndim != 1 or len(split.images) != len(split.labels):
+        raise _corrupt(
+            path, ValueError(f"images {split.images.shape} and labels {split.labels.shape}")
+        )
+    return split
+
+
+def split_size(folder: str | os.PathLike, name: str) -> int:
+    """The number of images in ``{folder}/{name}.npz``, read from a header, not the arrays.
+
+    Raises
+    ------
+    DataError
+        If the file is missing or its ``labels`` array is unreadable.
+    """
+    path = _split_path(folder, name)
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("labels.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, _ = read_header(member)
+    except _NPZ_ERRORS as error:
+        raise _corrupt(path, error) from None
+    if len(shape) != 1:
+        raise _corrupt(path, ValueError(f"labels of shape {shape}"))
+    return int(shape[0])

@@ -43,6 +43,10 @@ class DenseSpec:
         """Values per image in the widest layer output (what bounds a forward pass's memory)."""
         return max(self.layer_sizes[1:])
 
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{layer}_W`` (n_in, n_out) and ``{layer}_b`` (n_out,) of every layer, in order."""
+        return _dense_shapes(self.layer_names, self.layer_sizes)
+
     def forward_flops(self, batch_size: int) -> float:
         """FLOPs (2 per multiply-add) of one forward pass of ``batch_size`` images."""
         return 2.0 * batch_size * sum(n_in * n_out for n_in, n_out in pairwise(self.layer_sizes))
@@ -122,6 +126,14 @@ class ConvSpec:
         ]
         return max([*conv_maps, *self.dense_sizes[1:]])
 
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{layer}_W`` and ``{layer}_b`` of every layer; a conv's W is (k, k, c_in, c_out)."""
+        shapes = {}
+        for layer, (_, _, n_in), (_, _, n_out) in self.conv_shapes:
+            shapes[f"{layer}_W"] = (self.kernel_size, self.kernel_size, n_in, n_out)
+            shapes[f"{layer}_b"] = (n_out,)
+        return shapes | _dense_shapes(self.dense_names, self.dense_sizes)
+
     def forward_flops(self, batch_size: int) -> float:
         """FLOPs (2 per multiply-add) of one forward pass; a conv counts as its im2col product."""
         products = sum(n_in * n_out for n_in, n_out in pairwise(self.dense_sizes))
@@ -129,6 +141,14 @@ class ConvSpec:
             out_h, out_w = height - self.kernel_size + 1, width - self.kernel_size + 1
             products += out_h * out_w * self.kernel_size**2 * n_in * n_out
         return 2.0 * batch_size * products
+
+
+def _dense_shapes(names: list[str], sizes: list[int]) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for name, (n_in, n_out) in zip(names, pairwise(sizes), strict=True):
+        shapes[f"{name}_W"] = (n_in, n_out)
+        shapes[f"{name}_b"] = (n_out,)
+    return shapes
 
 
 SPECS = {"dense": DenseSpec, "conv": ConvSpec}

@@ -7,12 +7,15 @@ the key and the file that sets it, so the message says what to fix.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from bnn.core.errors import ConfigError
+from bnn.data.dataset import split_size
 from bnn.data.shifted_inputs import OOD_SETS
 from bnn.evaluation.scoring import SCORES
 from bnn.inference.checkpoint import CheckpointSettings
@@ -35,17 +38,24 @@ ACTIVATIONS = ("tanh",)
 
 
 CONFIG_GROUPS = ("data", "model", "prior", "inference")
+SPLIT_STRATEGIES = ("last", "random")
+# The top level of conf/config.yaml with its groups; anything else is a misspelling.
+TOP_LEVEL_KEYS = frozenset(
+    {*CONFIG_GROUPS, "seed", "preset", "paths", "predictive", "flag", "shift", "ood", "mlflow"}
+)
 
 
 def _where(group: str, section: Mapping) -> str:
     if group not in CONFIG_GROUPS:
         return "conf/config.yaml"
-    option = section.get("name") or section.get("family") or section.get("method") or group
-    return f"conf/{group}/{option}.yaml"
+    option = section.get("name") or section.get("family") or section.get("method")
+    return f"conf/{group}/{option}.yaml" if isinstance(option, str) else f"conf/{group}/"
 
 
 def _fail(group: str, section: Mapping, key: str, problem: str) -> ConfigError:
-    return ConfigError(f"{group}.{key} {problem} ({_where(group, section)})")
+    # A top-level setting (seed, preset) is its own group: "seed", not "seed.seed".
+    name = key if key == group else f"{group}.{key}"
+    return ConfigError(f"{name} {problem} ({_where(group, section)})")
 
 
 def positive_int(group: str, section: Mapping, key: str) -> int:
@@ -55,18 +65,46 @@ def positive_int(group: str, section: Mapping, key: str) -> int:
     return value
 
 
+def _is_number(value) -> bool:
+    """A finite int or float: ``inf`` and ``nan`` are refused, as are booleans."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
 def positive_float(group: str, section: Mapping, key: str) -> float:
     value = section.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise _fail(group, section, key, f"must be a positive number, got {value!r}")
+    if not _is_number(value) or not value > 0:
+        raise _fail(group, section, key, f"must be a finite positive number, got {value!r}")
     return float(value)
 
 
 def fraction(group: str, section: Mapping, key: str) -> float:
     value = section.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+    if not _is_number(value) or not 0 <= value <= 1:
         raise _fail(group, section, key, f"must be a number in [0, 1], got {value!r}")
     return float(value)
+
+
+def non_negative_int(group: str, section: Mapping, key: str, below: int | None = None) -> int:
+    value = section.get(key)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < 0
+        or (below is not None and value >= below)
+    ):
+        bound = f"from 0 to {below - 1}" if below is not None else "of at least 0"
+        raise _fail(group, section, key, f"must be an integer {bound}, got {value!r}")
+    return value
+
+
+def text(group: str, section: Mapping, key: str, optional: bool = False) -> str | None:
+    value = section.get(key)
+    if optional and value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        kind = "a non-empty string" + (" or null" if optional else "")
+        raise _fail(group, section, key, f"must be {kind}, got {value!r}")
+    return value
 
 
 def choice(group: str, section: Mapping, key: str, options) -> str:
@@ -79,11 +117,16 @@ def choice(group: str, section: Mapping, key: str, options) -> str:
 
 def positive_ints(group: str, section: Mapping, key: str, allow_empty: bool = False) -> tuple:
     values = section.get(key)
-    if (values is None or (not values and not allow_empty)) or any(
+    if (not _is_sequence(values) or (not values and not allow_empty)) or any(
         isinstance(n, bool) or not isinstance(n, int) or n <= 0 for n in values
     ):
         raise _fail(group, section, key, f"must be a list of positive integers, got {values!r}")
     return tuple(values)
+
+
+def _is_sequence(value) -> bool:
+    """A list (or OmegaConf's ListConfig), not a string or a mapping."""
+    return isinstance(value, Sequence | ListConfig) and not isinstance(value, str)
 
 
 def model_spec(model: Mapping) -> DenseSpec | ConvSpec:
@@ -184,8 +227,9 @@ def shift_settings(shift: Mapping) -> dict:
     """``angles`` (degrees, numbers), ``images`` and ``draws`` of the rotation test."""
     angles = shift.get("angles")
     if (
-        not angles
-        or any(isinstance(a, bool) or not isinstance(a, int | float) for a in angles)
+        not _is_sequence(angles)
+        or not angles
+        or not all(_is_number(a) for a in angles)
         or len(set(angles)) != len(angles)
     ):
         raise _fail("shift", shift, "angles", f"must be a list of distinct numbers, got {angles!r}")
@@ -199,7 +243,7 @@ def shift_settings(shift: Mapping) -> dict:
 def ood_settings(ood: Mapping) -> dict:
     """``sets`` (names in :data:`bnn.data.shifted_inputs.OOD_SETS`), ``images`` and ``draws``."""
     sets = ood.get("sets")
-    if sets is None or isinstance(sets, str) or any(name not in OOD_SETS for name in sets):
+    if not _is_sequence(sets) or not all(isinstance(n, str) and n in OOD_SETS for n in sets):
         valid = ", ".join(OOD_SETS)
         raise _fail("ood", ood, "sets", f"must be a list of names from {valid}; got {sets!r}")
     return {
@@ -212,7 +256,7 @@ def ood_settings(ood: Mapping) -> dict:
 def flag_settings(flag: Mapping) -> FlagSettings:
     """``score``, ``target_accuracy`` in (0, 1] and ``draws`` of the predict flag rule."""
     target = flag.get("target_accuracy")
-    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1:
+    if not _is_number(target) or not 0 < target <= 1:
         raise _fail("flag", flag, "target_accuracy", f"must be in (0, 1], got {target!r}")
     return FlagSettings(
         score=choice("flag", flag, "score", SCORES),
@@ -224,13 +268,13 @@ def flag_settings(flag: Mapping) -> FlagSettings:
 def fit_settings(cfg: DictConfig) -> dict:
     """:func:`bnn.pipeline.fit_stage.fit`'s settings from the composed config, all validated."""
     return {
-        "spec": model_spec(cfg.model),
-        "prior": prior_family(cfg.prior),
-        "settings": advi_settings(cfg.inference),
+        "spec": model_spec(_section(cfg, "model")),
+        "prior": prior_family(_section(cfg, "prior")),
+        "settings": advi_settings(_section(cfg, "inference")),
         "params": OmegaConf.to_container(cfg, resolve=True),
-        "experiment": cfg.mlflow.experiment,
-        "flag": flag_settings(cfg.flag),
-        "checkpoints": checkpoint_settings(cfg.checkpoint),
+        "experiment": text("mlflow", _section(cfg, "mlflow"), "experiment"),
+        "flag": flag_settings(_section(cfg, "flag")),
+        "checkpoints": checkpoint_settings(_section(cfg, "checkpoint")),
     }
 
 
@@ -244,9 +288,7 @@ def checkpoint_settings(checkpoint: Mapping) -> CheckpointSettings:
     resume = checkpoint.get("resume")
     if not isinstance(resume, bool):
         raise _fail("checkpoint", checkpoint, "resume", f"must be true or false, got {resume!r}")
-    folder = checkpoint.get("folder")
-    if folder is not None and (not isinstance(folder, str) or not folder.strip()):
-        raise _fail("checkpoint", checkpoint, "folder", f"must be a path or null, got {folder!r}")
+    folder = text("checkpoint", checkpoint, "folder", optional=True)
     return CheckpointSettings(
         folder=None if folder is None else tracking.project_root() / folder,
         every_steps=positive_int("checkpoint", checkpoint, "every_steps"),
@@ -257,17 +299,110 @@ def checkpoint_settings(checkpoint: Mapping) -> CheckpointSettings:
 
 def sample_ppc_settings(cfg: DictConfig) -> dict:
     """:func:`bnn.pipeline.ppc_stage.sample_ppc`'s settings: draws, chunks, shift and OOD sets."""
-    return predictive_settings(cfg.predictive) | {
-        "shift": shift_settings(cfg.shift),
-        "ood": ood_settings(cfg.ood),
+    return predictive_settings(_section(cfg, "predictive")) | {
+        "shift": shift_settings(_section(cfg, "shift")),
+        "ood": ood_settings(_section(cfg, "ood")),
+        "spec": model_spec(_section(cfg, "model")),
     }
 
 
 def stage_paths(cfg: DictConfig) -> Paths:
-    """The stages' folders from ``paths``."""
-    return Paths.from_mapping(cfg.paths)
+    """The stages' folders from ``paths``, each a non-empty string."""
+    section = _section(cfg, "paths")
+    return Paths.from_mapping({f.name: text("paths", section, f.name) for f in fields(Paths)})
 
 
 def tracking_uri(cfg: DictConfig) -> str:
     """Where MLflow runs go: ``mlflow.tracking_uri`` resolved by :func:`tracking.tracking_uri`."""
-    return tracking.tracking_uri(cfg.mlflow.tracking_uri)
+    section = _section(cfg, "mlflow")
+    return tracking.tracking_uri(text("mlflow", section, "tracking_uri", optional=True))
+
+
+def seed(cfg: DictConfig) -> int:
+    """``seed``: an integer in [0, 2**32), as NumPy's and PyMC's seeding accept."""
+    return non_negative_int("seed", cfg, "seed", below=2**32)
+
+
+def data_settings(data: Mapping) -> dict:
+    """``validation_size``, ``split`` (last, random), ``split_seed``, ``timeout_s`` of ``data``."""
+    return {
+        "validation_size": positive_int("data", data, "validation_size"),
+        "split": choice("data", data, "split", SPLIT_STRATEGIES),
+        "split_seed": non_negative_int("data", data, "split_seed", below=2**32),
+        "timeout_s": positive_float("data", data, "timeout_s"),
+    }
+
+
+def all_settings(cfg: DictConfig) -> dict:
+    """Every stage's settings, validated, so that a sweep or a DVC run fails before any work.
+
+    ``fit.py`` calls this first: a bad ``predictive.draws`` then stops the
+    fit at once, not the ``sample_ppc`` stage an hour later, and no MLflow
+    run is created for a config that cannot finish.
+
+    Returns
+    -------
+    dict
+        ``seed``, ``data``, ``fit`` (:func:`fit_settings`), ``sample_ppc``
+        (:func:`sample_ppc_settings`), ``paths`` and ``uri``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first bad key and the file that sets it: an unknown
+        top-level key, an interpolation that does not resolve, or any value a
+        stage would refuse.
+    """
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "a value"
+        reason = " ".join(str(error).splitlines()[0].split())
+        raise ConfigError(f"{key} cannot be resolved ({reason}); check the ${{...}}") from None
+    unknown = sorted(set(resolved) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]} is not a setting of the config (conf/config.yaml); "
+            f"the settings are {', '.join(sorted(TOP_LEVEL_KEYS))}"
+        )
+    settings = {
+        "seed": seed(cfg),
+        "data": data_settings(_section(cfg, "data")),
+        "fit": fit_settings(cfg),
+        "sample_ppc": sample_ppc_settings(cfg),
+        "paths": stage_paths(cfg),
+        "uri": tracking_uri(cfg),
+    }
+    text("preset", cfg, "preset")
+    return settings
+
+
+def check_against_data(settings: AdviSettings, paths: Paths) -> None:
+    """Refuse settings the training data cannot meet, reading only the split's header.
+
+    Call it before the fit's MLflow run is created: it reads the size of
+    ``processed/train.npz`` from its ``labels`` header (no arrays loaded).
+
+    Raises
+    ------
+    ConfigError
+        If ``inference.batch_size`` is larger than the training set.
+    DataError
+        If ``train.npz`` is missing or corrupt.
+    """
+    n_train = split_size(paths.processed, "train")
+    if settings.batch_size > n_train:
+        raise ConfigError(
+            f"inference.batch_size must be at most the training set's {n_train} images "
+            f"({paths.processed / 'train.npz'}), got {settings.batch_size} "
+            f"(conf/inference/{settings.method}.yaml); lower it"
+        )
+
+
+def _section(cfg: Mapping, group: str) -> Mapping:
+    section = cfg.get(group)
+    if not isinstance(section, Mapping | DictConfig):
+        raise ConfigError(
+            f"{group} must be a section of settings, got {section!r} ({_where(group, {})})"
+        )
+    return section

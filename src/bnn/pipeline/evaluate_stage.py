@@ -7,9 +7,9 @@ import numpy as np
 from bnn.core import tables
 from bnn.core.atomic import atomic_path
 from bnn.evaluation import scoring
-from bnn.pipeline import tracking
+from bnn.pipeline import artifacts, tracking
 from bnn.pipeline.paths import Paths
-from bnn.predictive import chunked, posterior
+from bnn.predictive import posterior
 from bnn.reporting.metric_files import write_reliability, write_selective
 
 
@@ -18,16 +18,18 @@ def evaluate(paths: Paths, uri: str) -> dict:
 
     Writes ``metrics.json``, the DVC plots ``predictions.csv``,
     ``reliability.tsv``, ``selective.tsv`` and ``shift.tsv``, and the
-    per-image scores the plots stage draws (``ppc/test_scores.npz``).
+    per-image scores the plots stage draws (``ppc/test_scores.npz``). Every
+    ppc file must come from the posterior in ``models/`` (its fingerprint);
+    nothing is written otherwise.
     """
-    summaries, extra = chunked.load(paths.ppc / "test.npz")
+    summaries, extra = artifacts.load_ppc(paths.ppc / "test.npz", paths.models, ("test",), True)
     summary, labels = summaries["test"], extra["labels"]
+    shifted, shift_extra = artifacts.load_ppc(paths.ppc / "shift.npz", paths.models, labels=True)
+    ood_summaries, _ = artifacts.load_ppc(paths.ppc / "ood.npz", paths.models)
     result = scoring.evaluate_test(summary, labels)
-    shifted, shift_extra = chunked.load(paths.ppc / "shift.npz")
     shift_rows = scoring.shift_rows(
         {float(angle): s for angle, s in shifted.items()}, shift_extra["labels"]
     )
-    ood_summaries, _ = chunked.load(paths.ppc / "ood.npz")
     test_scores = scoring.scores_of(summary)
     scores = result.metrics | scoring.ood_metrics(test_scores, ood_summaries)
 
@@ -48,7 +50,8 @@ def evaluate(paths: Paths, uri: str) -> dict:
         for score, values in scoring.scores_of(s).items()
     }
     with atomic_path(paths.ppc / "test_scores.npz") as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **result.per_image, **ood_arrays)
+        stamp = {artifacts.FINGERPRINT_KEY: extra[artifacts.FINGERPRINT_KEY]}
+        np.savez(handle, **result.per_image, **ood_arrays, **stamp)
 
     with tracking.resumed_run(uri, posterior.load_meta(paths.models).mlflow_run_id) as active:
         if active:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from bnn.core import tables
+from bnn.core.errors import DataError
 from bnn.evaluation import hyperpriors
-from bnn.pipeline import tracking
+from bnn.pipeline import artifacts, tracking
 from bnn.pipeline.paths import Paths
 from bnn.predictive import posterior
 from bnn.reporting import plots, uncertainty_plots
@@ -22,11 +23,10 @@ def plot(paths: Paths, uri: str, seed: int = 0) -> None:
     selective prediction, the rotation curve and the OOD histograms; and the
     hyperprior posteriors when there are any.
     """
+    scores = load_scores(paths)  # first: no figure is drawn from a stale or damaged file
     elbo = tables.read_table(paths.metrics / "elbo.tsv")
     steps, values = np.asarray(elbo["step"], int), np.asarray(elbo["elbo"], float)
     plots.plot_elbo(steps, values, paths.plots / "elbo.png")
-    with np.load(paths.ppc / "test_scores.npz", allow_pickle=False) as stored:
-        scores = {key: stored[key] for key in stored.files}
     plots.plot_confusion(scores["confusion"], paths.plots / "confusion.png")
     chi2, correct = scores["chi2"], scores["correct"]
     plots.plot_chisquare(chi2[correct], chi2[~correct], paths.plots / "chisquare.png")
@@ -61,6 +61,39 @@ def plot(paths: Paths, uri: str, seed: int = 0) -> None:
     with tracking.resumed_run(uri, fitted.meta.mlflow_run_id) as active:
         if active:
             tracking.log_artifacts(paths.plots, "plots")
+
+
+def load_scores(paths: Paths) -> dict[str, np.ndarray]:
+    """``ppc/test_scores.npz`` as evaluate wrote it, from the posterior in ``models/``.
+
+    Raises
+    ------
+    DataError
+        If the file is missing, corrupt, or from another posterior.
+    """
+    path = paths.ppc / "test_scores.npz"
+    if not path.is_file():
+        raise DataError(f"{path} not found; rebuild it with `{artifacts.EVALUATE}`")
+    try:
+        with open(path, "rb") as handle:
+            stored = np.load(handle, allow_pickle=False)
+            if not isinstance(stored, np.lib.npyio.NpzFile):
+                raise ValueError("a bare array, not an .npz archive")
+            with stored:
+                scores = {key: stored[key] for key in stored.files}
+    except posterior.NPZ_READ_ERRORS as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise DataError(
+            f"{path} is truncated or corrupt ({reason}); rebuild it with `{artifacts.EVALUATE}`"
+        ) from None
+    artifacts.check_stamp(path, scores, paths.models, artifacts.EVALUATE)
+    needed = {"confusion", "chi2", "correct", "entropy", "mutual_info"}
+    if not needed <= set(scores):
+        raise DataError(
+            f"{path} lacks {', '.join(sorted(needed - set(scores)))}; "
+            f"rebuild it with `{artifacts.EVALUATE}`"
+        )
+    return scores
 
 
 def run_label(paths: Paths) -> str:

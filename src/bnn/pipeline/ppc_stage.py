@@ -8,7 +8,7 @@ import numpy as np
 
 from bnn.data import shifted_inputs
 from bnn.data.dataset import load_split
-from bnn.pipeline import tracking
+from bnn.pipeline import artifacts, tracking
 from bnn.pipeline.paths import Paths
 from bnn.predictive import chunked, posterior
 
@@ -22,14 +22,21 @@ def sample_ppc(
     uri: str,
     shift: dict,
     ood: dict,
+    spec=None,
 ) -> float:
     """Posterior predictive of the test set, its rotations and the OOD sets; returns seconds.
 
     Writes ``ppc/test.npz``, ``ppc/shift.npz`` (one summary per angle) and
     ``ppc/ood.npz`` (one per set). Each set draws from its own seeded stream,
-    so changing one leaves the others' numbers alone.
+    so changing one leaves the others' numbers alone. Each file records the
+    fingerprint of the posterior it came from (:mod:`bnn.pipeline.artifacts`).
+    Given the config's ``spec``, a posterior of another network is refused
+    before any draw.
     """
     fitted, test = posterior.load(paths.models), load_split(paths.processed, "test")
+    if spec is not None:
+        posterior.check_network(fitted.meta, spec, paths.models)
+    stamp = artifacts.stamp(paths.models)
     test_seed, shift_seed, ood_seed = np.random.SeedSequence(seed).spawn(3)
 
     def summarise(images, n_draws, stream, label, transient=True):
@@ -41,7 +48,7 @@ def sample_ppc(
     began = time.perf_counter()
     summary = summarise(test.images, draws, test_seed, "test set", transient=False)
     seconds = time.perf_counter() - began
-    chunked.save(paths.ppc / "test.npz", {"test": summary}, labels=test.labels)
+    chunked.save(paths.ppc / "test.npz", {"test": summary}, labels=test.labels, **stamp)
 
     subset = test.subset(slice(0, shift["images"]))
     streams = shift_seed.spawn(len(shift["angles"]))
@@ -54,7 +61,7 @@ def sample_ppc(
         )
         for angle, stream in zip(shift["angles"], streams, strict=True)
     }
-    chunked.save(paths.ppc / "shift.npz", rotated, labels=subset.labels)
+    chunked.save(paths.ppc / "shift.npz", rotated, labels=subset.labels, **stamp)
 
     digits = test.images[: ood["images"]]
     streams = ood_seed.spawn(len(ood["sets"]))
@@ -63,7 +70,7 @@ def sample_ppc(
         made, draw_stream = stream.spawn(2)
         images = shifted_inputs.ood_images(name, digits, np.random.default_rng(made))
         ood_summaries[name] = summarise(images, ood["draws"], draw_stream, f"OOD {name}")
-    chunked.save(paths.ppc / "ood.npz", ood_summaries)
+    chunked.save(paths.ppc / "ood.npz", ood_summaries, **stamp)
 
     with tracking.resumed_run(uri, fitted.meta.mlflow_run_id) as active:
         if active:

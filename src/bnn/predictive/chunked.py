@@ -19,14 +19,16 @@ import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
 from bnn.core.atomic import atomic_path
+from bnn.core.errors import DataError
 from bnn.core.mnist import N_CLASSES
 from bnn.core.progress import progress_bar
 from bnn.predictive.forward import class_probabilities, images_per_chunk
-from bnn.predictive.posterior import Posterior
+from bnn.predictive.posterior import NPZ_READ_ERRORS, Posterior
 from bnn.predictive.reductions import entropy, label_counts
 
 
@@ -113,6 +115,7 @@ def summarise_predictive(
     chunk_images: int | None = None,
     progress: str | None = None,
     transient: bool = False,
+    **progress_options,
 ) -> PredictiveSummary:
     """Draw ``n_draws`` weight samples, evaluate every image under each, and reduce.
 
@@ -141,6 +144,8 @@ def summarise_predictive(
         Label of a progress bar over the blocks; the default, None, draws none.
     transient : bool
         Remove the bar once done (see :func:`bnn.core.progress.progress_bar`).
+    **progress_options
+        ``stderr`` and ``on_estimate`` of :func:`bnn.core.progress.progress_bar`.
     """
     images = _as_network_input(posterior, images)
     if posterior.is_point_estimate:
@@ -160,7 +165,7 @@ def summarise_predictive(
     weight_rng, label_rng = rng.spawn(2)
     chunks = probability_chunks(posterior, images, n_draws, weight_rng, chunk_draws, chunk_images)
     n_blocks = math.ceil(n_draws / chunk_draws) * math.ceil(n_images / chunk_images)
-    with progress_bar(progress, n_blocks, transient) as advance:
+    with progress_bar(progress, n_blocks, transient, **progress_options) as advance:
         for _, rows, probabilities in chunks:
             summary.mean_probabilities[rows] += probabilities.sum(axis=0, dtype=np.float64)
             summary.expected_entropy[rows] += entropy(probabilities).sum(axis=0, dtype=np.float64)
@@ -226,19 +231,72 @@ def save(
         np.savez(handle, **named, **{key: np.asarray(value) for key, value in arrays.items()})
 
 
-def load(path: str | os.PathLike) -> tuple[dict[str, PredictiveSummary], dict[str, np.ndarray]]:
-    """Read what :func:`save` wrote: the summaries by name, and the extra arrays."""
+def load(
+    path: str | os.PathLike, rebuild: str = "dvc repro -f sample_ppc"
+) -> tuple[dict[str, PredictiveSummary], dict[str, np.ndarray]]:
+    """Read what :func:`save` wrote: the summaries by name, and the extra arrays.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npz`` file.
+    rebuild : str
+        The command that writes it again, for the error message. The default
+        is ``dvc repro -f sample_ppc``.
+
+    Raises
+    ------
+    DataError
+        If the file is missing, truncated or corrupt, or a summary's arrays are
+        incomplete or of inconsistent shapes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} not found; rebuild it with `{rebuild}`")
     parts: dict[str, dict] = {}
     extra = {}
-    with np.load(path, allow_pickle=False) as data:
-        for key in data.files:
-            name, _, part = key.rpartition("/")
-            if name:
-                parts.setdefault(name, {})[part] = data[key]
-            else:
-                extra[key] = data[key]
-    summaries = {
-        name: PredictiveSummary(**values | {"n_draws": int(values["n_draws"])})
-        for name, values in parts.items()
-    }
+    try:
+        with open(path, "rb") as handle:
+            data = np.load(handle, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise DataError(f"{path} is not an .npz archive; rebuild it with `{rebuild}`")
+            with data:
+                for key in data.files:
+                    name, _, part = key.rpartition("/")
+                    if name:
+                        parts.setdefault(name, {})[part] = data[key]
+                    else:
+                        extra[key] = data[key]
+    except DataError:
+        raise
+    except NPZ_READ_ERRORS as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise DataError(
+            f"{path} is truncated or corrupt ({reason}); rebuild it with `{rebuild}`"
+        ) from None
+    summaries = {}
+    for name, values in parts.items():
+        problem = _summary_problem(values)
+        if problem:
+            raise DataError(f"{path}: summary {name!r} {problem}; rebuild it with `{rebuild}`")
+        summaries[name] = PredictiveSummary(**values | {"n_draws": int(values["n_draws"])})
     return summaries, extra
+
+
+def _summary_problem(values: dict) -> str | None:
+    """Why these arrays are not one :class:`PredictiveSummary`, or None."""
+    names = {f.name for f in fields(PredictiveSummary)}
+    if set(values) != names:
+        return f"has arrays {sorted(values)}, expected {sorted(names)}"
+    n_draws = values["n_draws"]
+    if n_draws.shape != () or n_draws.dtype.kind not in "iu" or n_draws <= 0:
+        return f"has n_draws {n_draws!r}, not a positive integer"
+    if values["expected_entropy"].ndim != 1:
+        return "has arrays of inconsistent shapes"
+    table_shape = (len(values["expected_entropy"]), N_CLASSES)
+    if any(
+        values[key].shape != table_shape
+        for key in ("mean_probabilities", "vote_counts", "label_counts")
+    ):
+        return "has arrays of inconsistent shapes"
+    return None

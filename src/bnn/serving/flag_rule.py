@@ -29,7 +29,7 @@ from bnn.predictive.posterior import Posterior
 
 FLAG_FILE = "flag.json"
 DEFAULT_TARGET_ACCURACY = 0.995
-_REFIT_HINT = "re-run the fit stage: dvc repro fit_advi"
+_REFIT_HINT = "rebuild it with `dvc repro -f fit_advi`"
 
 
 @dataclass(frozen=True)
@@ -245,6 +245,24 @@ def load(folder: str | os.PathLike) -> FlagRule:
     if not path.is_file():
         raise DataError(f"{path} not found; {_REFIT_HINT}")
     try:
-        return FlagRule.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, KeyError, TypeError) as error:
-        raise DataError(f"{path} is not a valid flag rule ({error}); {_REFIT_HINT}") from None
+        rule = FlagRule.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise DataError(f"{path} is not a valid flag rule ({reason}); {_REFIT_HINT}") from None
+    problem = _rule_problem(rule)
+    if problem:
+        raise DataError(f"{path} is not a valid flag rule ({problem}); {_REFIT_HINT}")
+    return rule
+
+
+def _rule_problem(rule: FlagRule) -> str | None:
+    """What makes a parsed rule unusable, or None: a rule that flags by NaN flags nothing."""
+    if rule.score not in SCORES:
+        return f"score {rule.score!r} is not one of {', '.join(SCORES)}"
+    if math.isnan(rule.threshold) or rule.threshold == math.inf:
+        return f"threshold {rule.threshold} is not a number or null"
+    if not 0 < rule.target_accuracy <= 1:
+        return f"target_accuracy {rule.target_accuracy} is outside (0, 1]"
+    if not 0 <= rule.valid_flagged_fraction <= 1:
+        return f"valid_flagged_fraction {rule.valid_flagged_fraction} is outside [0, 1]"
+    return None

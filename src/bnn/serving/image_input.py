@@ -53,8 +53,10 @@ with uneven lighting or a textured background should be cleaned first.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -69,6 +71,10 @@ from bnn.data.dataset import scale_pixels
 from bnn.data.idx import read_idx
 
 DIGIT_BOX = 20  # MNIST fits each digit's longer side into 20 pixels
+# Bounds on work, checked from headers before anything is decoded: a 25-megapixel
+# PNG (a phone photo is 12) and 1 GiB of array data (340,000 float32 images).
+MAX_PNG_PIXELS = 25_000_000
+MAX_ARRAY_BYTES = 1 << 30
 IDX_ENDINGS = ("-ubyte", ".ubyte", ".idx")
 ACCEPTED_FILES = (
     ".png, a folder of .png files, .npy, .npz, or IDX (*-ubyte, *.ubyte, *.idx, raw or .gz)"
@@ -90,6 +96,7 @@ _READ_ERRORS = (
     zlib.error,
     zipfile.BadZipFile,
     Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
 )
 
 
@@ -205,6 +212,10 @@ def _read_numpy(path: Path) -> np.ndarray:
     try:
         # Our own handle: np.load leaves its file open when a zip archive is corrupt.
         with open(path, "rb") as handle:
+            if handle.read(len(NPY_MAGIC)) == NPY_MAGIC:
+                handle.seek(0)
+                _check_npy_size(handle, os.fstat(handle.fileno()).st_size, path)
+            handle.seek(0)
             loaded = np.load(handle, allow_pickle=False)
             if isinstance(loaded, np.lib.npyio.NpzFile):
                 array = _npz_images(loaded, path)
@@ -220,12 +231,45 @@ def _read_numpy(path: Path) -> np.ndarray:
     return _validated(array, path)
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _check_npy_size(handle, file_size: int, path: Path) -> None:
+    """Refuse an .npy whose header claims more data than the file holds or than we read."""
+    version = np.lib.format.read_magic(handle)
+    read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, _, dtype = read_header(handle)
+    claimed = math.prod(shape) * dtype.itemsize
+    _check_array_bytes(claimed, path)
+    if dtype.hasobject:
+        return  # np.load refuses it with its own message (no pickles)
+    if handle.tell() + claimed > file_size:
+        raise DataError(
+            f"{path}: truncated .npy file: its header claims an array of shape {shape} "
+            f"({claimed:,} bytes), the file holds {file_size - handle.tell():,}; save it again"
+        )
+
+
+def _check_array_bytes(claimed: int, path: Path) -> None:
+    if claimed > MAX_ARRAY_BYTES:
+        raise DataError(
+            f"{path}: an array of {claimed:,} bytes, more than the {MAX_ARRAY_BYTES:,} predict "
+            "reads at once; split the images into several files"
+        )
+
+
 def _npz_images(archive: np.lib.npyio.NpzFile, path: Path) -> np.ndarray:
     keys = archive.files
-    if NPZ_KEY in keys:
-        return archive[NPZ_KEY]
-    if len(keys) == 1:
-        return archive[keys[0]]
+    chosen = NPZ_KEY if NPZ_KEY in keys else keys[0] if len(keys) == 1 else None
+    if chosen is not None:
+        # The zip directory's uncompressed size bounds what reading the member may return.
+        member = archive.zip.getinfo(f"{chosen}.npy")
+        _check_array_bytes(member.file_size, path)
+        return archive[chosen]
     if not keys:
         raise DataError(f"{path}: the .npz archive holds no arrays; save the images in it")
     raise DataError(
@@ -312,11 +356,26 @@ def _read_folder(folder: Path) -> ImageBatch:
 def _png_frame(path: Path) -> np.ndarray:
     """One PNG as a uint8 28 × 28 MNIST-like frame; raise :class:`_Unreadable` if it can't."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            if image.format != "PNG":
-                raise _Unreadable(f"not a PNG but {image.format} data under a .png name")
-            return _to_frame(image)
+        with warnings.catch_warnings():
+            # PIL only warns between its own limit and twice it; here that is an error too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.format != "PNG":
+                    raise _Unreadable(f"not a PNG but {image.format} data under a .png name")
+                width, height = image.size
+                if width * height > MAX_PNG_PIXELS:
+                    # Refused from the header, before a byte of pixel data is decoded.
+                    raise _Unreadable(
+                        f"{width} x {height} pixels, more than the {MAX_PNG_PIXELS:,} read "
+                        "here; scale it down"
+                    )
+                image.load()
+                return _to_frame(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # PIL refuses far larger claims itself, at open, before we see the size.
+        raise _Unreadable(
+            f"more than the {MAX_PNG_PIXELS:,} pixels read here ({_one_line(error)}); scale it down"
+        ) from None
     except _READ_ERRORS as error:
         raise _Unreadable(f"not a readable PNG ({_one_line(error)})") from None
 

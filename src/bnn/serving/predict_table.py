@@ -30,14 +30,17 @@ import numpy as np
 import pandas as pd
 
 from bnn.core.atomic import atomic_path
-from bnn.core.errors import DataError
+from bnn.core.errors import DataError, DiskFullError
 from bnn.core.mnist import N_CLASSES
+from bnn.core.progress import duration
 from bnn.evaluation.metrics import chisquare_statistics
 from bnn.evaluation.scoring import scores_of
 from bnn.predictive.chunked import summarise_predictive
 from bnn.predictive.posterior import Posterior
 from bnn.serving.flag_rule import FlagRule
 
+# A predict that will run longer than this says so, with its estimate, before the bar.
+LONG_RUN_SECONDS = 30.0
 PROBABILITY_COLUMNS = [f"p{k}" for k in range(N_CLASSES)]
 COLUMNS = [
     "index",
@@ -60,6 +63,7 @@ def predict_table(
     draws: int,
     seed: int,
     chunk_images: int | None = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Predict every image from ``draws`` posterior draws and tabulate the result.
 
@@ -80,6 +84,10 @@ def predict_table(
     chunk_images : int or None
         Images per forward pass, bounding memory. The default, ``None``, sizes
         them to the caches (:func:`bnn.predictive.forward.images_per_chunk`).
+    progress : bool
+        Draw a progress bar on stderr, and when the first block of draws says
+        the whole will take over :data:`LONG_RUN_SECONDS`, print one line with
+        the estimate there first. The default is False.
 
     Returns
     -------
@@ -88,8 +96,28 @@ def predict_table(
     """
     if len(sources) != len(images):
         raise ValueError(f"{len(images)} images but {len(sources)} sources; pass one per image")
+
+    def announce(seconds: float) -> None:
+        if seconds > LONG_RUN_SECONDS:
+            print(
+                f"predict: {draws} draws of {len(images)} image{'s' * (len(images) != 1)} "
+                f"will take about "
+                f"{duration(seconds)}; showing progress",
+                file=sys.stderr,
+                flush=True,
+            )
+
     summary = summarise_predictive(
-        posterior, images, draws, np.random.default_rng(seed), chunk_images=chunk_images
+        posterior,
+        images,
+        draws,
+        np.random.default_rng(seed),
+        chunk_images=chunk_images,
+        **(
+            {"progress": "predict", "transient": True, "stderr": True, "on_estimate": announce}
+            if progress
+            else {}
+        ),
     )
     probabilities = summary.mean_probabilities
     predicted = probabilities.argmax(axis=1)
@@ -116,7 +144,9 @@ def write_csv(table: pd.DataFrame, out: str | os.PathLike | None) -> None:
     Raises
     ------
     DataError
-        If ``out`` cannot be written (a folder, no permission, a full disk).
+        If ``out`` cannot be written (a folder, no permission).
+    DiskFullError
+        If the disk (or the file-size limit) fills during the write.
     """
     if out is None:
         table.to_csv(sys.stdout, index=False)
@@ -124,6 +154,8 @@ def write_csv(table: pd.DataFrame, out: str | os.PathLike | None) -> None:
     try:
         with atomic_path(out) as tmp:
             table.to_csv(tmp, index=False)
+    except DiskFullError:
+        raise  # already one line: the disk is full and the old file was kept
     except OSError as error:
         raise DataError(
             f"{out}: cannot write the predictions ({error}); choose a writable file"

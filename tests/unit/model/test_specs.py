@@ -68,3 +68,18 @@ def test_conv_step_flops_count_convolutions_as_im2col_products():
     conv2 = 8 * 8 * 25 * 32 * 32  # 12x12 -> 8x8, 32 -> 32 channels
     dense = 4 * 4 * 32 * 256 + 256 * 10
     assert spec.forward_flops(500) == 2 * 500 * (conv1 + conv2 + dense)
+
+
+@pytest.mark.parametrize("spec", [DenseSpec((5, 4)), ConvSpec((2, 3), 5, 2, (6,))])
+def test_weight_shapes_are_the_pymc_models_weights(spec):
+    # The saved posterior is checked against weight_shapes; it must be the model's own list.
+    from bnn.model.pymc_model import predictive_model
+
+    model = predictive_model(np.zeros((2, 784)), spec, FixedNormal(1.0))
+    found = {
+        rv.name: tuple(int(n) for n in rv.shape.eval())
+        for rv in model.free_RVs
+        if rv.name != "label"  # the unobserved label, not a weight
+    }
+    assert found == spec.weight_shapes()
+    assert list(found) == list(spec.weight_shapes())

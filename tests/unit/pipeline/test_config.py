@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
@@ -56,7 +57,7 @@ def test_default_config_validates():
         ),
         ("inference.batch_size=-5", "inference.batch_size must be a positive integer"),
         ("inference.optimizer=lbfgs", "inference.optimizer must be one of adam"),
-        ("inference.learning_rate=0", "inference.learning_rate must be a positive number"),
+        ("inference.learning_rate=0", "inference.learning_rate must be a finite positive number"),
         ("inference.lr_final_fraction=2", "inference.lr_final_fraction must be a number in [0, 1]"),
         ("inference.float_dtype=float16", "inference.float_dtype must be one of float32, float64"),
         ("inference.engine=jax", "inference.engine must be one of fused, pymc"),
@@ -65,7 +66,10 @@ def test_default_config_validates():
             "inference.optimizer must be adam with inference.engine=fused (its update is "
             "Adam's), got 'sgd'; set inference.engine=pymc",
         ),
-        ("prior.sigma=-1", "prior.sigma must be a positive number, got -1 (conf/prior/fixed.yaml)"),
+        (
+            "prior.sigma=-1",
+            "prior.sigma must be a finite positive number, got -1 (conf/prior/fixed.yaml)",
+        ),
         ("model.n_hidden=[800,-3]", "model.n_hidden must be a list of positive integers"),
     ],
 )
@@ -135,16 +139,18 @@ def test_cli_config_error_is_one_line_without_traceback():
 
 def test_cli_unknown_option_lists_the_valid_ones():
     result = run_script("model=resnet")
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert "Available options in 'model'" in result.stderr and "dense" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: model=resnet is not an option of model (conf/model/); choose one of conv, dense"
+    )
 
 
 def test_cli_unknown_key_is_named():
     result = run_script("inference.momentum=0.9")
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert "momentum" in result.stderr
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: inference.momentum is not a setting of inference; its settings")
+    assert "batch_size" in line and "+inference.momentum=..." in line
 
 
 def test_hier_prior_and_conv_model_validate():
@@ -181,6 +187,102 @@ def test_original_experiment_preset():
 
 def test_cli_unknown_prior_lists_the_valid_ones():
     result = run_script("prior=laplace")
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "Available options in 'prior'" in result.stderr
-    assert "fixed" in result.stderr and "hier" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: prior=laplace is not an option of prior (conf/prior/); choose one of fixed, hier"
+    )
+
+
+# --- every stage's settings, refused before any work ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=abc", "seed must be an integer from 0 to 4294967295, got 'abc' (conf/config.yaml)"),
+        ("seed=-1", "seed must be an integer from 0 to 4294967295, got -1"),
+        ("seed=true", "seed must be an integer"),
+        ("inference.learning_rate=inf", "inference.learning_rate must be a finite positive number"),
+        ("inference.learning_rate=nan", "inference.learning_rate must be a finite positive number"),
+        ("prior.sigma=-inf", "prior.sigma must be a finite positive number, got -inf"),
+        ("inference.lr_final_fraction=nan", "inference.lr_final_fraction must be a number in"),
+        ("flag.target_accuracy=nan", "flag.target_accuracy must be in (0, 1]"),
+        ("shift.angles=[0,inf]", "shift.angles must be a list of distinct numbers"),
+        ("predictive.draws=0", "predictive.draws must be a positive integer, got 0"),
+        ("ood.draws=-2", "ood.draws must be a positive integer"),
+        ("data.split=middle", "data.split must be one of last, random; got 'middle' (conf/data/)"),
+        ("data.timeout_s=inf", "data.timeout_s must be a finite positive number"),
+        ("mlflow.experiment=''", "mlflow.experiment must be a non-empty string"),
+        ("paths.models=null", "paths.models must be a non-empty string, got None"),
+        ("+sedd=3", "sedd is not a setting of the config (conf/config.yaml)"),
+        ("seed=${nowhere}", "seed cannot be resolved"),
+    ],
+)
+def test_all_settings_refuses_any_stage_value(override, message):
+    with pytest.raises(ConfigError) as error:
+        config.all_settings(composed([override]))
+    assert message in str(error.value)
+
+
+def test_all_settings_of_the_default_and_presets():
+    for overrides in ([], ["experiment=smoke"], ["experiment=original"], ["model=conv"]):
+        settings = config.all_settings(composed(overrides))
+        assert set(settings) == {"seed", "data", "fit", "sample_ppc", "paths", "uri"}
+        assert settings["sample_ppc"]["spec"] == settings["fit"]["spec"]
+
+
+def write_train(folder: Path, n: int) -> None:
+    from bnn.data.dataset import LabelledImages, save_split
+
+    images = np.zeros((n, 28, 28), np.float32)
+    save_split(LabelledImages(images, np.zeros(n, np.uint8)), folder / "train.npz")
+
+
+def test_batch_size_larger_than_the_training_set_is_refused(tmp_path):
+    write_train(tmp_path, 30)
+    cfg = composed(["inference.batch_size=31", f"paths.processed={tmp_path}"])
+    settings = config.all_settings(cfg)
+    with pytest.raises(ConfigError, match=r"batch_size must be at most the training set's 30"):
+        config.check_against_data(settings["fit"]["settings"], settings["paths"])
+    cfg = composed(["inference.batch_size=30", f"paths.processed={tmp_path}"])
+    settings = config.all_settings(cfg)
+    config.check_against_data(settings["fit"]["settings"], settings["paths"])
+
+
+def test_cli_bad_seed_is_one_line_and_creates_no_mlflow_run(tmp_path):
+    store = tmp_path / "mlflow.db"
+    result = run_script("seed=abc", f"mlflow.tracking_uri=sqlite:///{store}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: seed must be an integer from 0 to 4294967295, got 'abc' (conf/config.yaml)"
+    )
+    assert not store.exists()
+
+
+def test_cli_batch_size_beyond_the_data_is_one_line_before_any_run(tmp_path):
+    write_train(tmp_path, 25)
+    store = tmp_path / "mlflow.db"
+    result = run_script(
+        "inference.batch_size=500",
+        f"paths.processed={tmp_path}",
+        f"mlflow.tracking_uri=sqlite:///{store}",
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: inference.batch_size must be at most the training set's 25")
+    assert str(tmp_path / "train.npz") in line and not store.exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "start"),
+    [
+        ("seed=[", "error: cannot parse the override 'seed=['"),
+        ("predictive.draws=0", "error: predictive.draws must be a positive integer, got 0"),
+        ("hydra/launcher=nope", "error: hydra/launcher=nope is not an option of hydra/launcher"),
+    ],
+)
+def test_cli_other_user_errors_are_one_line(override, start):
+    result = run_script(override)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(start)

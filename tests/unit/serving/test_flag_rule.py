@@ -98,13 +98,15 @@ def test_save_and_load_round_trip_in_strict_json(tmp_path, threshold):
 
 
 def test_missing_flag_file_names_the_fix(tmp_path):
-    with pytest.raises(DataError, match=r"flag\.json not found; re-run .*dvc repro fit_advi"):
+    with pytest.raises(
+        DataError, match=r"flag\.json not found; rebuild it with `dvc repro -f fit_advi`"
+    ):
         flag_rule.load(tmp_path)
 
 
 def test_malformed_flag_file_names_the_fix(tmp_path):
     (tmp_path / "flag.json").write_text('{"score": "entropy"}')
-    with pytest.raises(DataError, match=r"not a valid flag rule.*dvc repro fit_advi"):
+    with pytest.raises(DataError, match=r"not a valid flag rule.*dvc repro -f fit_advi"):
         flag_rule.load(tmp_path)
 
 

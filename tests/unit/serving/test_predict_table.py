@@ -203,7 +203,7 @@ def bad_input(tmp_path: Path, case: str) -> tuple[list[str], str]:
     if case == "no model":
         np.save(tmp_path / "ok.npy", np.zeros((1, 784), np.float32))
         return ["--images", str(tmp_path / "ok.npy"), "--model", str(tmp_path)], (
-            "posterior.npz not found; run the fit stage"
+            "posterior.json not found; rebuild the model folder with `dvc repro -f fit_advi`"
         )
     np.save(tmp_path / "ok.npy", np.zeros((1, 784), np.float32))
     draws = {"draws 0": "0", "draws -3": "-3", "draws text": "many"}[case]
@@ -238,3 +238,30 @@ def test_cli_bad_input_is_one_line_naming_the_problem(tmp_path, model, case, cap
     assert captured.err.startswith("error: ")
     assert "Traceback" not in captured.err
     assert problem in captured.err
+
+
+def test_a_long_predict_says_how_long_first(capsys, monkeypatch):
+    # Any run is "long" at a threshold of 0 s: the line comes from the first block's timing.
+    from bnn.serving import predict_table as module
+
+    monkeypatch.setattr(module, "LONG_RUN_SECONDS", 0.0)
+    table = predict_table(
+        tiny_posterior(), random_images(3), ["a", "b", "c"], RULE, 40, 0, 500, True
+    )
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("predict: 40 draws of 3 images will take about ")
+    assert line.endswith(" s; showing progress")
+    quiet = predict_table(tiny_posterior(), random_images(3), ["a", "b", "c"], RULE, 40, 0, 500)
+    assert capsys.readouterr().err == ""
+    pd.testing.assert_frame_equal(table, quiet)  # progress changes nothing computed
+
+
+def test_estimate_is_the_first_step_times_the_total():
+    from bnn.core.progress import duration, progress_bar
+
+    seen = []
+    with progress_bar(None, 100, on_estimate=seen.append) as advance:
+        for _ in range(100):
+            advance(1)
+    assert len(seen) == 1 and seen[0] >= 0
+    assert [duration(s) for s in (45, 720, 5400)] == ["45 s", "12 min", "1.5 h"]
