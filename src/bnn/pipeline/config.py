@@ -42,6 +42,7 @@ SPLIT_STRATEGIES = ("last", "random")
 # The top level of conf/config.yaml with its groups; anything else is a misspelling.
 TOP_LEVEL_KEYS = frozenset(
     {*CONFIG_GROUPS, "seed", "preset", "paths", "predictive", "flag", "shift", "ood", "mlflow"}
+    | {"checkpoint"}
 )
 
 
