@@ -22,8 +22,10 @@ from bnn.core.cli import user_errors_exit
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 @user_errors_exit
 def main(cfg: DictConfig) -> None:
+    from bnn.core.threads import pin_blas_threads
     from bnn.pipeline import chain, config, fit_stage, sweep
 
+    pin_blas_threads()  # after the imports that load OpenBLAS; results depend on its count
     fit_settings, paths, uri = (
         config.fit_settings(cfg),
         config.stage_paths(cfg),
