@@ -19,6 +19,8 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from bnn.pipeline import store_lock
+
 MAX_METRICS_PER_BATCH = 1000
 
 # At import MLflow gives its logger a console handler of its own and stops it
@@ -92,7 +94,7 @@ def ensure_experiment(uri: str, name: str) -> str:
     default is relative to the working directory, which under
     ``dvc exp run --queue`` is a temporary copy that DVC deletes.
     """
-    client = MlflowClient(uri)
+    client = store_lock.client(uri)  # parallel first fits on a new store: one makes its tables
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
