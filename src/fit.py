@@ -21,8 +21,10 @@ from bnn.pipeline.params_file import put_back_params
 
 @hydra_entry.main(config_path="../conf", config_name="config", on_failure=put_back_params)
 def main(cfg: DictConfig) -> None:
+    from bnn.core.threads import pin_blas_threads
     from bnn.pipeline import chain, config, fit_stage, sweep
 
+    pin_blas_threads()  # after the imports that load OpenBLAS; results depend on its count
     # Every stage's settings, and the batch size against the data, before any work
     # and before an MLflow run exists: a sweep job runs them all, DVC runs them next.
     checked = config.all_settings(cfg)

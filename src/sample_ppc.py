@@ -3,12 +3,14 @@
 from omegaconf import DictConfig
 
 from bnn.core import hydra_entry
+from bnn.core.threads import pin_blas_threads
 from bnn.pipeline import config, ppc_stage
 from bnn.pipeline.params_file import put_back_params
 
 
 @hydra_entry.main(config_path="../conf", config_name="config", on_failure=put_back_params)
 def main(cfg: DictConfig) -> None:
+    pin_blas_threads()  # the predictive's matrix products depend on the thread count
     ppc_stage.sample_ppc(
         config.stage_paths(cfg),
         seed=config.seed(cfg),

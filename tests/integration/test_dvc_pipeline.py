@@ -229,33 +229,52 @@ def test_exp_run_set_param_composes_conf_and_tags_the_run(dvc_project):
     assert len(client.get_metric_history(tagged[0].info.run_id, "fit/elbo")) == 30
 
 
-def test_queued_experiment_logs_to_the_repo_store(dvc_project):
+QUEUED = {"queued-sigma": "0.5", "queued-sigma-small": "0.2"}
+
+
+def exp_show_metrics(project: Path, env: dict) -> dict[str, dict]:
+    """``dvc exp show --json``: each named experiment's ``metrics/metrics.json``."""
+    found = {}
+    for baseline in json.loads(run(["dvc", "exp", "show", "--json"], project, env).stdout):
+        for experiment in baseline.get("experiments") or []:
+            for rev in experiment.get("revs") or []:
+                files = (rev.get("data") or {}).get("metrics") or {}
+                found[rev.get("name")] = (files.get("metrics/metrics.json") or {}).get("data")
+    return found
+
+
+def test_two_queue_workers_finish_every_experiment_with_its_metrics(dvc_project):
+    """``dvc queue start -j 2``: two experiments run at once, both log to the repo's store."""
     project, env = dvc_project
-    run(
-        ["dvc", "exp", "run", "--queue", "-S", "prior.sigma=0.5", "-n", "queued-sigma"],
-        project,
-        env,
-    )
-    run(["dvc", "queue", "start"], project, env)
-    deadline = time.monotonic() + 400
+    for name, sigma in QUEUED.items():
+        queue = ["dvc", "exp", "run", "--queue", "-S", f"prior.sigma={sigma}", "-n", name]
+        run(queue, project, env)
+    run(["dvc", "queue", "start", "-j", "2"], project, env)
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         status = run(["dvc", "queue", "status"], project, env).stdout
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(3)
-    assert "Success" in status, status
+    finished = [line for line in status.splitlines() if "Success" in line]
+    assert all(any(name in line for line in finished) for name in QUEUED), status
+    shown = exp_show_metrics(project, env)
     _, runs = mlflow_runs(project)
-    tagged = [r for r in runs if r.data.tags.get("dvc.experiment") == "queued-sigma"]
-    assert len(tagged) == 1 and tagged[0].data.params["prior.sigma"] == "0.5"
-    assert "test/accuracy" in tagged[0].data.metrics
-    # Artifacts live in the real repository, not in DVC's deleted temporary copy.
-    artifact_uri = tagged[0].info.artifact_uri
-    assert artifact_uri.startswith((project / "mlruns").as_uri())
-    assert mlflow.artifacts.list_artifacts(
-        run_id=tagged[0].info.run_id,
-        artifact_path="plots",
-        tracking_uri=f"sqlite:///{project / 'mlflow.db'}",
-    )
+    for name, sigma in QUEUED.items():
+        assert 0.0 <= shown[name]["test_accuracy"] <= 1.0, (name, shown.get(name))
+        tagged = [r for r in runs if r.data.tags.get("dvc.experiment") == name]
+        assert len(tagged) == 1 and tagged[0].data.params["prior.sigma"] == sigma
+        assert tagged[0].info.status == "FINISHED"
+        logged = tagged[0].data.metrics
+        assert logged["test/accuracy"] == pytest.approx(shown[name]["test_accuracy"])
+        assert {"test/nll", "fit/seconds", "ppc/seconds"} <= set(logged)
+        # Artifacts live in the real repository, not in DVC's deleted temporary copy.
+        assert tagged[0].info.artifact_uri.startswith((project / "mlruns").as_uri())
+        assert mlflow.artifacts.list_artifacts(
+            run_id=tagged[0].info.run_id,
+            artifact_path="plots",
+            tracking_uri=f"sqlite:///{project / 'mlflow.db'}",
+        )
 
 
 def test_exp_run_conv_with_hier_prior_through_dvc(dvc_project):

@@ -21,6 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bnn.core.signals import Interrupted
+from bnn.pipeline import store_lock
 
 MAX_METRICS_PER_BATCH = 1000
 # Tags that let a restarted fit find the run its predecessor left RUNNING.
@@ -98,7 +99,7 @@ def ensure_experiment(uri: str, name: str) -> str:
     default is relative to the working directory, which under
     ``dvc exp run --queue`` is a temporary copy that DVC deletes.
     """
-    client = MlflowClient(uri)
+    client = store_lock.client(uri)  # parallel first fits on a new store: one makes its tables
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id

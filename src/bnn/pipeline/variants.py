@@ -3,6 +3,10 @@
 Rows come from finished MLflow runs, so the table can be rebuilt from the store
 at any time (``python -m bnn.pipeline.variants``); a sweep rebuilds it when it ends, and
 logs the table of its own jobs to its parent run.
+
+A variant is a (model, prior, inference, preset). Its row is the run with the most
+iterations, the newest among equals (:data:`RULE`): a short probe or a smoke test of
+a variant never replaces its full run, and re-running the full fit updates it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ COLUMNS = (
     "n_iter",
 )
 KEY = ("model", "prior", "inference", "preset")
+RULE = (
+    "One row per model, prior, inference and preset: the run with the most iterations, "
+    "the newest among equals."
+)
 
 
 def row_from_run(run) -> dict | None:
@@ -55,14 +63,23 @@ def row_from_run(run) -> dict | None:
     }
 
 
-def latest_rows(runs) -> list[dict]:
-    """The newest finished run of each (model, prior, inference, preset), sorted by those keys."""
-    rows = {}
-    for run in sorted(runs, key=lambda r: r.info.start_time):
+def best_rows(runs) -> list[dict]:
+    """One row per (model, prior, inference, preset), chosen by :data:`RULE`, sorted by those keys.
+
+    Each row's ``other_runs`` counts the scored runs of its variant that were set aside.
+    A run that logged no ``inference.n_iter`` counts as 0 iterations.
+    """
+    by_variant: dict[tuple, list[tuple]] = {}
+    for run in runs:
         row = row_from_run(run)
         if row is not None:
-            rows[tuple(row[key] for key in KEY)] = row
-    return [rows[key] for key in sorted(rows)]
+            rank = (row["n_iter"] or 0, run.info.start_time)
+            by_variant.setdefault(tuple(row[key] for key in KEY), []).append((rank, row))
+    rows = []
+    for key in sorted(by_variant):
+        _, row = max(by_variant[key], key=lambda ranked: ranked[0])
+        rows.append(row | {"other_runs": len(by_variant[key]) - 1})
+    return rows
 
 
 def rows_from_store(uri: str, experiment: str, parent_run_id: str | None = None) -> list[dict]:
@@ -73,12 +90,14 @@ def rows_from_store(uri: str, experiment: str, parent_run_id: str | None = None)
         return []
     query = f"tags.mlflow.parentRunId = '{parent_run_id}'" if parent_run_id else ""
     runs = client.search_runs([found.experiment_id], filter_string=query, max_results=5000)
-    return latest_rows(runs)
+    return best_rows(runs)
 
 
 def markdown(rows: list[dict]) -> str:
-    """The table as GitHub markdown."""
+    """The table as GitHub markdown: :data:`RULE`, the table, and how many runs were set aside."""
     lines = [
+        RULE,
+        "",
         "| model | prior | inference | preset | test accuracy | test NLL | test ECE "
         "| fit time | iterations |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -87,11 +106,16 @@ def markdown(rows: list[dict]) -> str:
         nll = "" if row["test_nll"] is None else f"{row['test_nll']:.4f}"
         ece = "" if row.get("test_ece") is None else f"{row['test_ece']:.4f}"
         minutes = "" if row["fit_seconds"] is None else f"{row['fit_seconds'] / 60:.1f} min"
+        steps = "" if row["n_iter"] is None else f"{row['n_iter']:,}"
         lines.append(
             f"| {row['model']} | {row['prior']} | {row['inference']} | {row['preset']} "
             f"| {100 * row['test_accuracy']:.2f}% | {nll} | {ece} | {minutes} "
-            f"| {row['n_iter']:,} |"
+            f"| {steps} |"
         )
+    set_aside = sum(row.get("other_runs", 0) for row in rows)
+    if set_aside:
+        runs = "run" if set_aside == 1 else "runs"
+        lines += ["", f"Set aside by that rule: {set_aside} other {runs} of these variants."]
     return "\n".join(lines) + "\n"
 
 
