@@ -32,6 +32,18 @@ class LabelledImages:
         return LabelledImages(self.images[rows], self.labels[rows])
 
 
+def npy_header(handle) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype an ``.npy`` stream's header claims, without reading its data."""
+    version = np.lib.format.read_magic(handle)
+    read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, _, dtype = read_header(handle)
+    return shape, dtype
+
+
 def read_pair(images_path: Path, labels_path: Path) -> LabelledImages:
     """Read and cross-check an IDX image file and its label file."""
     images, labels = read_idx(images_path), read_idx(labels_path)
@@ -128,13 +140,7 @@ def split_size(folder: str | os.PathLike, name: str) -> int:
     path = _split_path(folder, name)
     try:
         with zipfile.ZipFile(path) as archive, archive.open("labels.npy") as member:
-            version = np.lib.format.read_magic(member)
-            read_header = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, _, _ = read_header(member)
+            shape, _ = npy_header(member)
     except _NPZ_ERRORS as error:
         raise _corrupt(path, error) from None
     if len(shape) != 1:

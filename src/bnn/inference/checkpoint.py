@@ -148,6 +148,12 @@ class Checkpoint:
         self._last_save_step = 0
         self._last_save_clock = time.perf_counter()
 
+    @property
+    def shown_path(self) -> Path:
+        """The file's path as a user would type it: relative to the working folder if inside it."""
+        cwd = Path.cwd()
+        return self.path.relative_to(cwd) if self.path.is_relative_to(cwd) else self.path
+
     # -- reading ------------------------------------------------------------
 
     def saved_meta(self) -> dict | None:
@@ -198,7 +204,10 @@ class Checkpoint:
                 callback.restore_checkpoint(meta["callbacks"][str(index)], fit_began)
         self.extra = dict(meta.get("extra", {}))
         self.resumed_step = self._last_save_step = step
-        print(f"fit: resuming from step {step:,} of {len(losses):,} ({self.path})", file=sys.stderr)
+        print(
+            f"fit: resuming from step {step:,} of {len(losses):,} ({self.shown_path})",
+            file=sys.stderr,
+        )
         return step
 
     # -- writing ------------------------------------------------------------

@@ -46,7 +46,7 @@ from bnn.inference.settings import (
     FitResult,
     learning_rate_at,
 )
-from bnn.inference.step_loop import run_steps
+from bnn.inference.step_loop import fit_result, run_steps
 
 # pm.adam's defaults.
 BETA1, BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
@@ -129,14 +129,7 @@ def fit_fused(
         step.state(logp_gradient),
         began,
     )
-    began -= checkpoint.elapsed_before if checkpoint is not None else 0.0
-    return FitResult(
-        means=factors.means(),
-        stds=factors.stds(),
-        loss_history=losses,
-        seconds=time.perf_counter() - began,
-        began=began,
-    )
+    return fit_result(factors, losses, began, checkpoint)
 
 
 class FusedStep:

@@ -62,7 +62,7 @@ from bnn.core.mnist import IMAGE_SHAPE
 from bnn.inference.checkpoint import Checkpoint, FitState
 from bnn.inference.pymc_engine import OPTIMIZERS, initial_means
 from bnn.inference.settings import DivergedError, FitResult, learning_rate_at
-from bnn.inference.step_loop import run_steps
+from bnn.inference.step_loop import fit_result, run_steps
 from bnn.model.layers import activate, image_patches, max_pool
 from bnn.model.networks import build_network
 from bnn.model.priors import FixedNormal
@@ -409,15 +409,7 @@ def fit_local_reparam(
             state,
             began,
         )
-        began -= checkpoint.elapsed_before if checkpoint is not None else 0.0
-        seconds = time.perf_counter() - began
-    return FitResult(
-        means=factors.means(),
-        stds=factors.stds(),
-        loss_history=losses,
-        seconds=seconds,
-        began=began,
-    )
+        return fit_result(factors, losses, began, checkpoint)
 
 
 def compile_step(images, labels, spec, prior, settings, factors, seed: int, mode=None):

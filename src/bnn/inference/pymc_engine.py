@@ -24,7 +24,7 @@ from bnn.inference.settings import (
     FitResult,
     learning_rate_at,
 )
-from bnn.inference.step_loop import run_steps
+from bnn.inference.step_loop import fit_result, run_steps
 
 OPTIMIZERS = {
     "adam": pm.adam,
@@ -150,14 +150,7 @@ def fit_advi(
         state,
         began,
     )
-    began -= checkpoint.elapsed_before if checkpoint is not None else 0.0
-    return FitResult(
-        means=factors.means(),
-        stds=factors.stds(),
-        loss_history=losses,
-        seconds=time.perf_counter() - began,
-        began=began,
-    )
+    return fit_result(factors, losses, began, checkpoint)
 
 
 def means_only(optimizer: Callable) -> Callable:

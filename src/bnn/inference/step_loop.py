@@ -11,6 +11,7 @@ raises :class:`~bnn.core.signals.Interrupted`.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ from rich.progress import Progress, TextColumn
 
 from bnn.core.signals import Interrupted, deferred_interrupts
 from bnn.inference.checkpoint import Checkpoint, FitState
+from bnn.inference.settings import FitResult
 
 
 def run_steps(
@@ -69,9 +71,20 @@ def run_steps(
             if checkpoint is not None and (signum is not None or checkpoint.due(index + 1)):
                 checkpoint.save(state, losses, index + 1, callbacks, began)
             if signum is not None:
-                saved = f"; saved at step {index + 1:,}" if checkpoint is not None else ""
-                raise Interrupted(signum, f"the fit stopped after step {index + 1:,}{saved}")
+                raise Interrupted(signum, f"the fit stopped at step {index + 1:,} of {n_iter:,}")
         if checkpoint is not None and first < n_iter:
             # The finished state: a stage stopped after the fit resumes with no steps left.
             checkpoint.save(state, losses, n_iter, callbacks, began)
     return losses
+
+
+def fit_result(factors, losses: np.ndarray, began: float, checkpoint: Checkpoint | None):
+    """The engines' one :class:`FitResult`, timed from ``began`` plus the fit's earlier runs."""
+    began -= checkpoint.elapsed_before if checkpoint is not None else 0.0
+    return FitResult(
+        means=factors.means(),
+        stds=factors.stds(),
+        loss_history=losses,
+        seconds=time.perf_counter() - began,
+        began=began,
+    )

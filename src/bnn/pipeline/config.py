@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from bnn.core.errors import ConfigError
 from bnn.data.dataset import split_size
@@ -355,7 +355,10 @@ def all_settings(cfg: DictConfig) -> dict:
         stage would refuse.
     """
     try:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as error:
+        key = getattr(error, "full_key", None) or "a value"
+        raise ConfigError(f"{key} is missing (???); give it a value") from None
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None) or "a value"
         reason = " ".join(str(error).splitlines()[0].split())

@@ -139,7 +139,7 @@ def resume_hint(stop: Interrupted, checkpoint: Checkpoint | None) -> str:
         return f"{stop.detail or 'the fit stopped'}; checkpoints are off (checkpoint.folder=null)"
     return (
         f"{stop.detail or 'the fit stopped'}; rerun the same command to resume from "
-        f"{checkpoint.path} (checkpoint.resume=false starts afresh)"
+        f"{checkpoint.shown_path} (checkpoint.resume=false starts afresh)"
     )
 
 

@@ -67,7 +67,7 @@ from PIL import Image
 
 from bnn.core.errors import DataError
 from bnn.core.mnist import IMAGE_SHAPE, N_PIXELS
-from bnn.data.dataset import scale_pixels
+from bnn.data.dataset import npy_header, scale_pixels
 from bnn.data.idx import read_idx
 
 DIGIT_BOX = 20  # MNIST fits each digit's longer side into 20 pixels
@@ -236,13 +236,7 @@ NPY_MAGIC = b"\x93NUMPY"
 
 def _check_npy_size(handle, file_size: int, path: Path) -> None:
     """Refuse an .npy whose header claims more data than the file holds or than we read."""
-    version = np.lib.format.read_magic(handle)
-    read_header = (
-        np.lib.format.read_array_header_1_0
-        if version == (1, 0)
-        else np.lib.format.read_array_header_2_0
-    )
-    shape, _, dtype = read_header(handle)
+    shape, dtype = npy_header(handle)
     claimed = math.prod(shape) * dtype.itemsize
     _check_array_bytes(claimed, path)
     if dtype.hasobject:
