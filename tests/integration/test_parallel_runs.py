@@ -15,12 +15,10 @@ import subprocess
 import sys
 import traceback
 
-import test_dvc_pipeline as tiny_project
 from mlflow.tracking import MlflowClient
 
 from bnn.pipeline import tracking
-
-mirror = tiny_project.mirror  # the module's fixture: a local HTTP server with tiny MNIST
+from helpers_project import make_project, run
 
 WRITERS = 4
 ROUNDS = 60
@@ -85,9 +83,9 @@ def test_parallel_writers_on_a_new_store_lose_nothing(tmp_path):
 
 
 def test_four_tiny_fits_in_parallel_each_log_a_finished_run(tmp_path, mirror):
-    project, env = tiny_project.make_project(tmp_path, mirror)
+    project, env = make_project(tmp_path, mirror)
     for script in ("fetch", "preprocess"):
-        tiny_project.run([sys.executable, f"src/{script}.py"], project, env)
+        run([sys.executable, f"src/{script}.py"], project, env)
     assert not (project / "mlflow.db").exists()
     fits = [
         subprocess.Popen(

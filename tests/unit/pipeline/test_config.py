@@ -216,6 +216,11 @@ def test_cli_unknown_prior_lists_the_valid_ones():
         ("paths.models=null", "paths.models must be a non-empty string, got None"),
         ("+sedd=3", "sedd is not a setting of the config (conf/config.yaml)"),
         ("seed=${nowhere}", "seed cannot be resolved"),
+        ("checkpoint.every_steps=0", "checkpoint.every_steps must be a positive integer, got 0"),
+        ("checkpoint.every_seconds=inf", "checkpoint.every_seconds must be a finite positive"),
+        ("checkpoint.resume=maybe", "checkpoint.resume must be true or false, got 'maybe'"),
+        ("checkpoint.folder=''", "checkpoint.folder must be a non-empty string or null"),
+        ("model.n_hidden=[???]", "model.n_hidden[0] is missing (???)"),
     ],
 )
 def test_all_settings_refuses_any_stage_value(override, message):
