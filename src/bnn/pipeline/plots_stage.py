@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from bnn.core import tables
 from bnn.core.errors import DataError
@@ -23,31 +24,20 @@ def plot(paths: Paths, uri: str, seed: int = 0) -> None:
     selective prediction, the rotation curve and the OOD histograms; and the
     hyperprior posteriors when there are any.
     """
-    scores = load_scores(paths)  # first: no figure is drawn from a stale or damaged file
-    elbo = tables.read_table(paths.metrics / "elbo.tsv")
-    steps, values = np.asarray(elbo["step"], int), np.asarray(elbo["elbo"], float)
+    # First: no figure is drawn from a stale or damaged file.
+    scores = load_scores(paths)
+    (steps, values), reliability, (coverage, selective), shift = read_metric_tables(paths)
     plots.plot_elbo(steps, values, paths.plots / "elbo.png")
     plots.plot_confusion(scores["confusion"], paths.plots / "confusion.png")
     chi2, correct = scores["chi2"], scores["correct"]
     plots.plot_chisquare(chi2[correct], chi2[~correct], paths.plots / "chisquare.png")
     label = run_label(paths)
-    uncertainty_plots.plot_reliability(
-        {label: read_reliability(paths.metrics / "reliability.tsv")},
-        paths.plots / "reliability.png",
-    )
-    selective = tables.read_table(paths.metrics / "selective.tsv")
-    coverage = np.asarray(selective.pop("coverage"), float)
+    uncertainty_plots.plot_reliability({label: reliability}, paths.plots / "reliability.png")
     uncertainty_plots.plot_selective(
-        {
-            k.removeprefix("accuracy_"): (coverage, np.asarray(v, float))
-            for k, v in selective.items()
-        },
+        {k.removeprefix("accuracy_"): (coverage, v) for k, v in selective.items()},
         paths.plots / "selective.png",
     )
-    shift = tables.read_table(paths.metrics / "shift.tsv")
-    uncertainty_plots.plot_shift(
-        {label: {k: np.asarray(v, float) for k, v in shift.items()}}, paths.plots / "shift.png"
-    )
+    uncertainty_plots.plot_shift({label: shift}, paths.plots / "shift.png")
     ood_sets = sorted({key.split("/")[1] for key in scores if key.startswith("ood/")})
     for score in ("entropy", "mutual_info"):
         by_set = {"MNIST test": scores[score]} | {
@@ -61,6 +51,52 @@ def plot(paths: Paths, uri: str, seed: int = 0) -> None:
     with tracking.resumed_run(uri, fitted.meta.mlflow_run_id) as active:
         if active:
             tracking.log_artifacts(paths.plots, "plots")
+
+
+# Each table the figures read, and the stage that writes it.
+TABLE_STAGES = {
+    "elbo.tsv": "fit_advi",
+    "reliability.tsv": "evaluate",
+    "selective.tsv": "evaluate",
+    "shift.tsv": "evaluate",
+}
+
+
+def read_metric_tables(paths: Paths) -> tuple:
+    """The ELBO curve, reliability bins, selective and shift curves, as arrays.
+
+    Raises
+    ------
+    DataError
+        Naming a table that is missing, damaged or lacks a column, and the
+        command that rebuilds it.
+    """
+    name = ""
+    try:
+        name = "elbo.tsv"
+        elbo = tables.read_table(paths.metrics / name)
+        curve = np.asarray(elbo["step"], int), np.asarray(elbo["elbo"], float)
+        name = "reliability.tsv"
+        reliability = read_reliability(paths.metrics / name)
+        name = "selective.tsv"
+        selective = tables.read_table(paths.metrics / name)
+        coverage = np.asarray(selective.pop("coverage"), float)
+        accuracy = {key: np.asarray(values, float) for key, values in selective.items()}
+        name = "shift.tsv"
+        shift = {
+            key: np.asarray(values, float)
+            for key, values in tables.read_table(paths.metrics / name).items()
+        }
+    except FileNotFoundError:
+        raise DataError(
+            f"{paths.metrics / name} not found; rebuild it with `dvc repro {TABLE_STAGES[name]}`"
+        ) from None
+    except (ValueError, KeyError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DataError(
+            f"{paths.metrics / name} is damaged ({type(error).__name__}: {error}); rebuild it "
+            f"with `dvc repro -f {TABLE_STAGES[name]}`"
+        ) from None
+    return curve, reliability, (coverage, accuracy), shift
 
 
 def load_scores(paths: Paths) -> dict[str, np.ndarray]:
