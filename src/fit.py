@@ -30,6 +30,7 @@ def main(cfg: DictConfig) -> None:
     checked = config.all_settings(cfg)
     fit_settings, paths, uri, seed = (checked[k] for k in ("fit", "paths", "uri", "seed"))
     config.check_against_data(fit_settings["settings"], paths)
+    config.check_evaluation_against_data(checked["sample_ppc"], paths)
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         fit_stage.fit(paths, seed=seed, uri=uri, **fit_settings)
         return

@@ -410,3 +410,26 @@ def _section(cfg: Mapping, group: str) -> Mapping:
             f"{group} must be a section of settings, got {section!r} ({_where(group, {})})"
         )
     return section
+
+
+def check_evaluation_against_data(sample_ppc: Mapping, paths: Paths) -> None:
+    """Refuse ``shift.images`` or ``ood.images`` beyond the test set (read from its header).
+
+    ``sample_ppc`` is :func:`sample_ppc_settings`'s result. Does nothing while
+    the test split does not exist yet (the fit does not need it).
+
+    Raises
+    ------
+    ConfigError
+        Naming the key, the test set's size and the file.
+    """
+    if not (paths.processed / "test.npz").is_file():
+        return
+    n_test = split_size(paths.processed, "test")
+    for group in ("shift", "ood"):
+        if sample_ppc[group]["images"] > n_test:
+            raise ConfigError(
+                f"{group}.images must be at most the test set's {n_test} images "
+                f"({paths.processed / 'test.npz'}), got {sample_ppc[group]['images']} "
+                "(conf/config.yaml); lower it"
+            )

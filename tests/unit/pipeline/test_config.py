@@ -254,6 +254,20 @@ def test_batch_size_larger_than_the_training_set_is_refused(tmp_path):
     config.check_against_data(settings["fit"]["settings"], settings["paths"])
 
 
+@pytest.mark.parametrize("group", ["shift", "ood"])
+def test_more_evaluation_images_than_the_test_set_are_refused(tmp_path, group):
+    from bnn.data.dataset import LabelledImages, save_split
+
+    settings = config.all_settings(composed([f"paths.processed={tmp_path}"]))
+    config.check_evaluation_against_data(settings["sample_ppc"], settings["paths"])  # no test set
+    test = LabelledImages(np.zeros((40, 28, 28), np.float32), np.zeros(40))
+    save_split(test, tmp_path / "test.npz")
+    overrides = [f"{g}.images={41 if g == group else 40}" for g in ("shift", "ood")]
+    settings = config.all_settings(composed([*overrides, f"paths.processed={tmp_path}"]))
+    with pytest.raises(ConfigError, match=rf"{group}.images must be at most the test set's 40"):
+        config.check_evaluation_against_data(settings["sample_ppc"], settings["paths"])
+
+
 def test_cli_bad_seed_is_one_line_and_creates_no_mlflow_run(tmp_path):
     store = tmp_path / "mlflow.db"
     result = run_script("seed=abc", f"mlflow.tracking_uri=sqlite:///{store}")
