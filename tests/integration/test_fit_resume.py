@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from bnn.core import tables
+from bnn.pipeline import store_lock
 from helpers_project import make_project, run
 
 N_ITER = 3000
@@ -71,7 +71,8 @@ def stop_after(command, project, env, step: int, signum: int) -> subprocess.Comp
 
 
 def fit_runs(project: Path) -> list:
-    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    # The lock the fits take too: a new store's tables are made by one process at a time.
+    client = store_lock.client(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("bnn-mnist")
     return client.search_runs([experiment.experiment_id])
 

@@ -158,7 +158,7 @@ def run_to_continue(
     before the first checkpoint, or a lost machine). Runs of processes still alive
     on this host, or on another host, are left alone.
     """
-    client = MlflowClient(uri)
+    client = store_lock.client(uri)  # the fit's first look at the store: it may be new
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
