@@ -70,18 +70,23 @@ def test_file_size_limit_keeps_the_old_file(tmp_path, writer):
         {WRITERS[writer]}
         user_errors_exit(write)(sys.argv[1])
     """
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), str(target)],
+    result = run_with_file_limit(["-c", textwrap.dedent(code), str(target)], 50_000)
+    assert_disk_full_line(result, target)
+    assert target.read_text() == OLD
+    assert leftovers(tmp_path) == []
+
+
+def run_with_file_limit(args: list[str], max_bytes: int) -> subprocess.CompletedProcess:
+    """``python *args`` in the repository, unable to write files beyond ``max_bytes``."""
+    return subprocess.run(
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         timeout=120,
         env=os.environ | {"PYTHONDONTWRITEBYTECODE": "1"},
-        preexec_fn=limit_file_size(50_000),
+        preexec_fn=limit_file_size(max_bytes),
         cwd=ROOT,
     )
-    assert_disk_full_line(result, target)
-    assert target.read_text() == OLD
-    assert leftovers(tmp_path) == []
 
 
 def test_predict_cli_on_a_full_disk_keeps_the_old_csv(tmp_path):
@@ -91,15 +96,7 @@ def test_predict_cli_on_a_full_disk_keeps_the_old_csv(tmp_path):
     out = tmp_path / "predictions.csv"
     out.write_text(OLD)
     command = ["src/predict.py", "--images", str(images), "--model", str(models), "--out", str(out)]
-    result = subprocess.run(
-        [sys.executable, *command, "--draws", "3"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=os.environ | {"PYTHONDONTWRITEBYTECODE": "1"},
-        preexec_fn=limit_file_size(4_000),
-        cwd=ROOT,
-    )
+    result = run_with_file_limit([*command, "--draws", "3"], 4_000)
     assert_disk_full_line(result, out)
     assert out.read_text() == OLD
     assert leftovers(tmp_path) == []
