@@ -4,6 +4,8 @@ Run alone with Hydra overrides, e.g. ``python src/fit.py inference.n_iter=2000 p
 As a sweep, ``python src/fit.py -m model=dense,conv prior=fixed,hier``, every job runs
 the whole chain (fit, posterior predictive, evaluation, plots: the functions the DVC
 stages call) in its own folder, as a child of one MLflow parent run (:mod:`bnn.pipeline.sweep`).
+An ensemble, ``python src/fit.py -m 'ensemble.member=range(5)' ensemble.members=5``,
+fits one member per job into ``ensemble.folder`` (:mod:`bnn.pipeline.ensemble_stage`).
 """
 
 from pathlib import Path
@@ -22,7 +24,7 @@ from bnn.pipeline.params_file import put_back_params
 @hydra_entry.main(config_path="../conf", config_name="config", on_failure=put_back_params)
 def main(cfg: DictConfig) -> None:
     from bnn.core.threads import pin_blas_threads
-    from bnn.pipeline import chain, config, fit_stage, sweep
+    from bnn.pipeline import chain, config, ensemble_stage, fit_stage, sweep
 
     pin_blas_threads()  # after the imports that load OpenBLAS; results depend on its count
     # Every stage's settings, and the batch size against the data, before any work
@@ -31,6 +33,11 @@ def main(cfg: DictConfig) -> None:
     fit_settings, paths, uri, seed = (checked[k] for k in ("fit", "paths", "uri", "seed"))
     config.check_against_data(fit_settings["settings"], paths)
     config.check_evaluation_against_data(checked["sample_ppc"], paths)
+    if checked["ensemble"].member is not None:
+        # One member of an ensemble: its fit only; the sweep's end assembles them.
+        fit_settings["run_tags"] = sweep.child_tags()
+        ensemble_stage.fit_member(paths, checked["ensemble"], seed, uri, **fit_settings)
+        return
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         fit_stage.fit(paths, seed=seed, uri=uri, **fit_settings)
         return

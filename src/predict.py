@@ -8,7 +8,8 @@ Reads images (IDX, .npy, .npz, a .png or a folder of PNGs; see
     python src/predict.py --images my_digits/ --draws 200 --seed 1
 
 The model folder needs ``posterior.npz``, ``posterior.json`` and ``flag.json``,
-as the fit stage writes them (``dvc repro fit_advi``).
+as the fit stage writes them (``dvc repro fit_advi``), or is an ensemble's folder
+(``ensemble.json``, ``flag.json`` and its members), as an ensemble's sweep writes it.
 """
 
 import argparse
@@ -59,12 +60,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @user_errors_exit
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from bnn.predictive import posterior
+    from bnn.predictive import ensemble
     from bnn.serving import flag_rule
     from bnn.serving.image_input import read_images
     from bnn.serving.predict_table import predict_table, write_csv
 
-    fitted = posterior.load(args.model)
+    fitted = ensemble.load_model(args.model)
     rule = flag_rule.load(args.model)
     batch = read_images(args.images)
     for problem in batch.problems:

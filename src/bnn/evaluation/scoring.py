@@ -41,6 +41,20 @@ def scores_of(summary: PredictiveSummary) -> dict[str, np.ndarray]:
     )
 
 
+def member_disagreement(summary: PredictiveSummary) -> np.ndarray:
+    """Per image, the entropy of the mixture's predictive less the members' mean entropy.
+
+    The mutual information over all the draws splits into the members' own
+    (``member_entropy - expected_entropy``, weighted) and this, the generalised
+    Jensen-Shannon divergence between the members' predictives: zero for one
+    posterior, or for identical members.
+    """
+    disagreement = uncertainty.predictive_entropy(summary.mean_probabilities) - (
+        summary.member_entropy
+    )
+    return np.maximum(disagreement, 0.0)  # round-off below 0 for identical members
+
+
 def evaluate_test(summary: PredictiveSummary, labels: np.ndarray) -> TestEvaluation:
     """Accuracy, NLL, calibration and error detection on the labelled test set.
 
@@ -70,6 +84,8 @@ def evaluate_test(summary: PredictiveSummary, labels: np.ndarray) -> TestEvaluat
         "error_auroc_score": best,
         **{f"error_auroc_{name}": value for name, value in error_aurocs.items()},
         **{f"test_mean_{name}": float(values.mean()) for name, values in scores.items()},
+        # The part of the mutual information due to members disagreeing (0 for one posterior).
+        "test_mean_member_disagreement": float(member_disagreement(summary).mean()),
         "chi2_median_correct": _median(chi2[correct]),
         "chi2_median_errors": _median(chi2[~correct]),
     }

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bnn.core.errors import DataError
-from bnn.predictive import chunked, posterior
+from bnn.predictive import chunked, ensemble
 from bnn.predictive.chunked import PredictiveSummary
 
 FINGERPRINT_KEY = "posterior_sha256"
@@ -26,7 +26,7 @@ EVALUATE = "dvc repro -f evaluate"
 
 def stamp(models: Path) -> dict[str, np.ndarray]:
     """The extra array to save beside a stage's output: ``{FINGERPRINT_KEY: sha256}``."""
-    return {FINGERPRINT_KEY: np.array(posterior.fingerprint(models))}
+    return {FINGERPRINT_KEY: np.array(ensemble.model_fingerprint(models))}
 
 
 def check_stamp(path: Path, arrays, models: Path, rebuild: str) -> None:
@@ -44,7 +44,7 @@ def check_stamp(path: Path, arrays, models: Path, rebuild: str) -> None:
             f"{path} does not say which posterior it came from (written by an older "
             f"version, or damaged); rebuild it with `{rebuild}`"
         )
-    current = posterior.fingerprint(models)
+    current = ensemble.model_fingerprint(models)
     if str(stored) != current:
         raise DataError(
             f"{path} was computed from another posterior than {models} holds now "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -30,6 +31,7 @@ from bnn.inference.settings import (
 from bnn.model.priors import PRIOR_FAMILIES, FixedNormal, HierarchicalNormal
 from bnn.model.specs import SPECS, ConvSpec, DenseSpec
 from bnn.pipeline import tracking
+from bnn.pipeline.ensemble_stage import EnsembleSettings
 from bnn.pipeline.paths import Paths
 from bnn.serving.flag_rule import FlagSettings
 
@@ -42,7 +44,7 @@ SPLIT_STRATEGIES = ("last", "random")
 # The top level of conf/config.yaml with its groups; anything else is a misspelling.
 TOP_LEVEL_KEYS = frozenset(
     {*CONFIG_GROUPS, "seed", "preset", "paths", "predictive", "flag", "shift", "ood", "mlflow"}
-    | {"checkpoint"}
+    | {"checkpoint", "ensemble"}
 )
 
 
@@ -298,6 +300,17 @@ def checkpoint_settings(checkpoint: Mapping) -> CheckpointSettings:
     )
 
 
+def ensemble_settings(ensemble: Mapping) -> EnsembleSettings:
+    """The ensemble's size, folder, and which member this fit is (None outside a member's sweep)."""
+    members = positive_int("ensemble", ensemble, "members")
+    member = ensemble.get("member")
+    if member is not None:
+        member = non_negative_int("ensemble", ensemble, "member", below=members)
+    return EnsembleSettings(
+        members=members, member=member, folder=Path(text("ensemble", ensemble, "folder"))
+    )
+
+
 def sample_ppc_settings(cfg: DictConfig) -> dict:
     """:func:`bnn.pipeline.ppc_stage.sample_ppc`'s settings: draws, chunks, shift and OOD sets."""
     return predictive_settings(_section(cfg, "predictive")) | {
@@ -376,6 +389,7 @@ def all_settings(cfg: DictConfig) -> dict:
         "sample_ppc": sample_ppc_settings(cfg),
         "paths": stage_paths(cfg),
         "uri": tracking_uri(cfg),
+        "ensemble": ensemble_settings(_section(cfg, "ensemble")),
     }
     text("preset", cfg, "preset")
     return settings

@@ -9,7 +9,7 @@ from bnn.core.atomic import atomic_path
 from bnn.evaluation import scoring
 from bnn.pipeline import artifacts, tracking
 from bnn.pipeline.paths import Paths
-from bnn.predictive import posterior
+from bnn.predictive import ensemble
 from bnn.reporting.metric_files import write_reliability, write_selective
 
 
@@ -53,7 +53,7 @@ def evaluate(paths: Paths, uri: str) -> dict:
         stamp = {artifacts.FINGERPRINT_KEY: extra[artifacts.FINGERPRINT_KEY]}
         np.savez(handle, **result.per_image, **ood_arrays, **stamp)
 
-    with tracking.resumed_run(uri, posterior.load_meta(paths.models).mlflow_run_id) as active:
+    with tracking.resumed_run(uri, ensemble.load_model_meta(paths.models).mlflow_run_id) as active:
         if active:
             tracking.log_metrics(scores)
             tracking.set_tags({"error_auroc_score": scores["error_auroc_score"]})

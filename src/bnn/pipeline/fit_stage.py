@@ -38,6 +38,7 @@ def fit(
     run_tags: dict | None = None,
     flag: flag_rule.FlagSettings = DEFAULT_FLAG,
     checkpoints: CheckpointSettings = NO_CHECKPOINTS,
+    run_name: str | None = None,
 ) -> str:
     """Fit, save the posterior, its flag rule and hyperpriors, log everything; return the run id.
 
@@ -48,10 +49,11 @@ def fit(
 
     With ``checkpoints`` (a folder), the fit saves its state as it goes and a
     rerun of the same fit (:func:`fit_identity`) resumes it, in the same MLflow
-    run; the checkpoint is removed once the stage is done.
+    run; the checkpoint is removed once the stage is done. ``run_name`` names
+    the MLflow run; the default is :func:`variant_name`.
     """
     train, valid = (load_split(paths.processed, name) for name in ("train", "valid"))
-    name = variant_name(spec.name, params, settings)
+    name = run_name or variant_name(spec.name, params, settings)
     key = fit_key(
         fit_identity(spec, params, settings, seed),
         [train.images, train.labels, valid.images, valid.labels],

@@ -10,7 +10,7 @@ from bnn.core.errors import DataError
 from bnn.evaluation import hyperpriors
 from bnn.pipeline import artifacts, tracking
 from bnn.pipeline.paths import Paths
-from bnn.predictive import posterior
+from bnn.predictive import ensemble, posterior
 from bnn.reporting import plots, uncertainty_plots
 from bnn.reporting.metric_files import read_reliability
 
@@ -44,8 +44,8 @@ def plot(paths: Paths, uri: str, seed: int = 0) -> None:
             name: scores[f"ood/{name}/{score}"] for name in ood_sets
         }
         uncertainty_plots.plot_ood(by_set, paths.plots / f"ood_{score}.png", score_name=score)
-    fitted = posterior.load(paths.models)
-    if hyperpriors.scale_names(fitted):
+    fitted = ensemble.load_model(paths.models)
+    if isinstance(fitted, posterior.Posterior) and hyperpriors.scale_names(fitted):
         draws = hyperpriors.draws(fitted, HYPERPRIOR_DRAWS, np.random.default_rng(seed))
         hyperpriors.plot(draws, paths.plots / "hyperpriors.png")
     with tracking.resumed_run(uri, fitted.meta.mlflow_run_id) as active:
@@ -134,6 +134,6 @@ def load_scores(paths: Paths) -> dict[str, np.ndarray]:
 
 def run_label(paths: Paths) -> str:
     """A legend label for this run's curves: the inference method and network."""
-    meta = posterior.load_meta(paths.models)
+    meta = ensemble.load_model_meta(paths.models)
     method = "MAP" if meta.inference_method == "map" else "BNN"
     return f"{method} ({meta.model['name']})"

@@ -10,7 +10,7 @@ from bnn.data import shifted_inputs
 from bnn.data.dataset import load_split
 from bnn.pipeline import artifacts, tracking
 from bnn.pipeline.paths import Paths
-from bnn.predictive import chunked, posterior
+from bnn.predictive import chunked, ensemble, posterior
 
 
 def sample_ppc(
@@ -31,9 +31,9 @@ def sample_ppc(
     so changing one leaves the others' numbers alone. Each file records the
     fingerprint of the posterior it came from (:mod:`bnn.pipeline.artifacts`).
     Given the config's ``spec``, a posterior of another network is refused
-    before any draw.
+    before any draw. An ensemble's folder gives the mixture's predictive.
     """
-    fitted, test = posterior.load(paths.models), load_split(paths.processed, "test")
+    fitted, test = ensemble.load_model(paths.models), load_split(paths.processed, "test")
     if spec is not None:
         posterior.check_network(fitted.meta, spec, paths.models)
     stamp = artifacts.stamp(paths.models)

@@ -18,7 +18,10 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
+
+from bnn.core.errors import ConfigError
 
 from bnn.pipeline import tracking, variants
 
@@ -29,6 +32,29 @@ def child_tags() -> dict[str, str]:
     """Tags that nest a job's run under the sweep's parent run (none outside a sweep)."""
     parent = os.environ.get(PARENT_RUN_ENV)
     return {"mlflow.parentRunId": parent} if parent else {}
+
+
+def swept_keys(config: DictConfig) -> set[str]:
+    """The keys the sweep's overrides give more than one value (``a=1,2``, ``range(3)``)."""
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    return {override.key_or_group for override in parsed if override.is_sweep_override()}
+
+
+def assemble_ensemble(config: DictConfig, uri: str, parent: str) -> None:
+    """Write the ensemble's manifest and flag rule once its members' jobs have ended."""
+    from bnn.pipeline import config as settings  # imports PyTensor: only for ensembles
+    from bnn.pipeline.ensemble_stage import assemble
+
+    checked = settings.ensemble_settings(config.ensemble)
+    assemble(
+        checked.folder,
+        checked.members,
+        settings.seed(config),
+        settings.stage_paths(config).processed,
+        uri,
+        parent,
+        settings.flag_settings(config.flag),
+    )
 
 
 def runs_jobs_in_parallel(config: DictConfig) -> bool:
@@ -43,6 +69,14 @@ class MlflowSweepCallback(Callback):
     """Parent run at the start of a multirun; the variants tables at its end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        swept = swept_keys(config)
+        if "ensemble.member" in swept and swept != {"ensemble.member"}:
+            others = ", ".join(sorted(swept - {"ensemble.member"}))
+            raise ConfigError(
+                f"an ensemble's sweep varies only ensemble.member, not {others}: its members "
+                "are fits of one setting; run one sweep per setting, each with its own "
+                "ensemble.folder"
+            )
         uri = tracking.tracking_uri(config.mlflow.tracking_uri)
         experiment_id = tracking.ensure_experiment(uri, config.mlflow.experiment)
         # The launcher process has no HydraConfig yet; the config carries its hydra node.
@@ -76,6 +110,8 @@ class MlflowSweepCallback(Callback):
             return
         uri = tracking.tracking_uri(config.mlflow.tracking_uri)
         experiment = config.mlflow.experiment
+        if "ensemble.member" in swept_keys(config):
+            assemble_ensemble(config, uri, parent)
         # metrics/ gets the whole table (every variant's newest run, as
         # `python -m bnn.pipeline.variants` builds it), so a sweep never drops other rows;
         # the parent run gets the table of its own jobs.

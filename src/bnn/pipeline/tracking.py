@@ -26,6 +26,9 @@ from bnn.pipeline import store_lock
 MAX_METRICS_PER_BATCH = 1000
 # Tags that let a restarted fit find the run its predecessor left RUNNING.
 FIT_KEY_TAG, PID_TAG, HOST_TAG = "bnn.fit_key", "bnn.pid", "bnn.host"
+# An ensemble's runs: its parent run and each member's run carry the ensemble's
+# folder, a member's run also its index (bnn.pipeline.ensemble_stage).
+ENSEMBLE_TAG, MEMBER_TAG = "bnn.ensemble", "bnn.ensemble_member"
 KILLED = RunStatus.to_string(RunStatus.KILLED)
 
 # At import MLflow gives its logger a console handler of its own and stops it

@@ -10,24 +10,34 @@ evaluation needs:
 - the mean of the draws' entropies, for the mutual information;
 - how many draws voted for each class (their argmax), for the variation ratio;
 - how often each class was sampled as the label, one label per draw: the
-  2016 experiment's mode rule and chi-square statistic.
+  2016 experiment's mode rule and chi-square statistic;
+- the mean over members of the entropy of each member's predictive: for an
+  ensemble (:class:`~bnn.predictive.ensemble.Ensemble`), the part of the mutual
+  information due to disagreement between members is the predictive entropy
+  less this; for one posterior it equals the predictive entropy.
+
+An ensemble's predictive is the mixture of its members': the draws are spread
+evenly over the members, each member's summarised as one posterior's, and the
+summaries added up (:func:`combine`), which is what drawing from the mixture and
+reducing the draws in one pass would give.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from bnn.core.atomic import atomic_path
-from bnn.core.errors import DataError
+from bnn.core.errors import ConfigError, DataError
 from bnn.core.mnist import N_CLASSES
 from bnn.core.progress import progress_bar
 from bnn.predictive.forward import class_probabilities, images_per_chunk
+from bnn.predictive.ensemble import Ensemble
 from bnn.predictive.posterior import NPZ_READ_ERRORS, Posterior
 from bnn.predictive.reductions import entropy, label_counts
 
@@ -36,9 +46,11 @@ from bnn.predictive.reductions import entropy, label_counts
 class PredictiveSummary:
     """Per-image reductions of ``n_draws`` posterior-predictive draws.
 
-    ``mean_probabilities`` (images, classes) and ``expected_entropy`` (images,)
-    are float64; ``vote_counts`` and ``label_counts`` (images, classes) count
-    draws, and each of their rows sums to ``n_draws``.
+    ``mean_probabilities`` (images, classes), ``expected_entropy`` and
+    ``member_entropy`` (images,) are float64; ``vote_counts`` and
+    ``label_counts`` (images, classes) count draws, and each of their rows
+    sums to ``n_draws``. ``member_entropy`` is the draw-weighted mean of each
+    ensemble member's predictive entropy (one posterior: its predictive entropy).
     """
 
     mean_probabilities: np.ndarray
@@ -46,6 +58,11 @@ class PredictiveSummary:
     vote_counts: np.ndarray
     label_counts: np.ndarray
     n_draws: int
+    member_entropy: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.member_entropy is None:  # one posterior's summary
+            self.member_entropy = entropy(self.mean_probabilities)
 
     def __len__(self) -> int:
         return len(self.mean_probabilities)
@@ -147,6 +164,11 @@ def summarise_predictive(
     **progress_options
         ``stderr`` and ``on_estimate`` of :func:`bnn.core.progress.progress_bar`.
     """
+    if isinstance(posterior, Ensemble):
+        return _summarise_mixture(
+            posterior, images, n_draws, rng, chunk_draws, chunk_images, progress, transient,
+            **progress_options,
+        )
     images = _as_network_input(posterior, images)
     if posterior.is_point_estimate:
         return _summarise_point(posterior, images, n_draws, rng, chunk_images)
@@ -159,6 +181,7 @@ def summarise_predictive(
         vote_counts=np.zeros((n_images, N_CLASSES), dtype=np.int64),
         label_counts=np.zeros((n_images, N_CLASSES), dtype=np.int64),
         n_draws=n_draws,
+        member_entropy=np.zeros(n_images),  # set once the means are complete
     )
     # Weights and labels draw from streams of their own, so the weight draws are
     # those of sample_predictive with the same seed, whatever the chunking.
@@ -174,7 +197,71 @@ def summarise_predictive(
             advance(1)
     summary.mean_probabilities /= n_draws
     summary.expected_entropy /= n_draws
+    summary.member_entropy = entropy(summary.mean_probabilities)
     return summary
+
+
+def draws_per_member(n_draws: int, n_members: int) -> list[int]:
+    """``n_draws`` spread evenly over the members, the first ``n_draws % n_members`` one more.
+
+    Raises
+    ------
+    ConfigError
+        If there are fewer draws than members: a member without a draw is not in the mixture.
+    """
+    if n_draws < n_members:
+        raise ConfigError(
+            f"{n_draws} draws cannot be spread over an ensemble of {n_members} members; "
+            f"draw at least {n_members}"
+        )
+    share, extra = divmod(n_draws, n_members)
+    return [share + (index < extra) for index in range(n_members)]
+
+
+def combine(summaries: Sequence[PredictiveSummary]) -> PredictiveSummary:
+    """The summary of all the draws of ``summaries`` together: the mixture of their predictives.
+
+    Each summary counts by its draws: means are draw-weighted, counts add up.
+    ``member_entropy`` becomes the draw-weighted mean of each summary's own.
+    """
+    weights = np.array([summary.n_draws for summary in summaries], dtype=np.float64)
+    weights /= weights.sum()
+
+    def mean_of(name: str) -> np.ndarray:
+        return sum(w * getattr(s, name) for w, s in zip(weights, summaries, strict=True))
+
+    return PredictiveSummary(
+        mean_probabilities=mean_of("mean_probabilities"),
+        expected_entropy=mean_of("expected_entropy"),
+        vote_counts=sum(summary.vote_counts for summary in summaries),
+        label_counts=sum(summary.label_counts for summary in summaries),
+        n_draws=sum(summary.n_draws for summary in summaries),
+        member_entropy=mean_of("member_entropy"),
+    )
+
+
+def _summarise_mixture(
+    ensemble: Ensemble, images, n_draws, rng, chunk_draws, chunk_images, progress, transient,
+    **progress_options,
+) -> PredictiveSummary:
+    shares = draws_per_member(n_draws, len(ensemble))
+    summaries = [
+        summarise_predictive(
+            member,
+            images,
+            share,
+            member_rng,
+            chunk_draws,
+            chunk_images,
+            progress and f"{progress} (member {index + 1}/{len(ensemble)})",
+            transient,
+            **progress_options,
+        )
+        for index, (member, share, member_rng) in enumerate(
+            zip(ensemble.members, shares, rng.spawn(len(ensemble)), strict=True)
+        )
+    ]
+    return combine(summaries)
 
 
 def _summarise_point(
@@ -186,13 +273,15 @@ def _summarise_point(
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     votes = np.zeros_like(probabilities, dtype=np.int64)
     votes[np.arange(len(images)), probabilities.argmax(axis=1)] = n_draws
+    # The same function on the same values as the predictive entropy: MI is exactly 0.
+    expected_entropy = entropy(probabilities)
     return PredictiveSummary(
         mean_probabilities=probabilities,
-        # The same function on the same values as the predictive entropy: MI is exactly 0.
-        expected_entropy=entropy(probabilities),
+        expected_entropy=expected_entropy,
         vote_counts=votes,
         label_counts=rng.multinomial(n_draws, probabilities),
         n_draws=n_draws,
+        member_entropy=expected_entropy.copy(),
     )
 
 
@@ -207,8 +296,21 @@ def sample_predictive(
     """Every draw's class probabilities and sampled labels (memory grows with ``n_draws``).
 
     The same forward passes as :func:`summarise_predictive`, kept instead of
-    reduced; see there for the parameters.
+    reduced; see there for the parameters. An ensemble's draws are its
+    members', in member order, spread as :func:`draws_per_member` says.
     """
+    if isinstance(posterior, Ensemble):
+        shares = draws_per_member(n_draws, len(posterior))
+        parts = [
+            sample_predictive(member, images, share, member_rng, chunk_draws, chunk_images)
+            for member, share, member_rng in zip(
+                posterior.members, shares, rng.spawn(len(posterior)), strict=True
+            )
+        ]
+        return PredictiveSamples(
+            np.concatenate([part.probabilities for part in parts]),
+            np.concatenate([part.sampled_labels for part in parts]),
+        )
     images = _as_network_input(posterior, images)
     probabilities = np.empty((n_draws, len(images), N_CLASSES), dtype=images.dtype)
     weight_rng, label_rng = rng.spawn(2)
@@ -291,7 +393,9 @@ def _summary_problem(values: dict) -> str | None:
     n_draws = values["n_draws"]
     if n_draws.shape != () or n_draws.dtype.kind not in "iu" or n_draws <= 0:
         return f"has n_draws {n_draws!r}, not a positive integer"
-    if values["expected_entropy"].ndim != 1:
+    if values["expected_entropy"].ndim != 1 or (
+        values["member_entropy"].shape != values["expected_entropy"].shape
+    ):
         return "has arrays of inconsistent shapes"
     table_shape = (len(values["expected_entropy"]), N_CLASSES)
     if any(

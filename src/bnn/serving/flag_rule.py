@@ -25,6 +25,7 @@ from bnn.core.atomic import write_text
 from bnn.core.errors import ConfigError, DataError
 from bnn.evaluation.scoring import SCORES, scores_of
 from bnn.predictive.chunked import summarise_predictive
+from bnn.predictive.ensemble import Ensemble
 from bnn.predictive.posterior import Posterior
 
 FLAG_FILE = "flag.json"
@@ -186,7 +187,7 @@ def choose_threshold(
 
 
 def rule_from_validation(
-    posterior: Posterior,
+    posterior: Posterior | Ensemble,
     images: np.ndarray,
     labels: np.ndarray,
     draws: int,
@@ -202,8 +203,8 @@ def rule_from_validation(
 
     Parameters
     ----------
-    posterior : Posterior
-        The fitted approximation.
+    posterior : Posterior or Ensemble
+        The fitted approximation, or an ensemble of them (its mixture predictive).
     images : numpy.ndarray
         Validation images, (n, 784) or (n, 28, 28), scaled like the training data.
     labels : numpy.ndarray

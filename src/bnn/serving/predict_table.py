@@ -36,6 +36,7 @@ from bnn.core.progress import duration
 from bnn.evaluation.metrics import chisquare_statistics
 from bnn.evaluation.scoring import scores_of
 from bnn.predictive.chunked import summarise_predictive
+from bnn.predictive.ensemble import Ensemble
 from bnn.predictive.posterior import Posterior
 from bnn.serving.flag_rule import FlagRule
 
@@ -56,7 +57,7 @@ COLUMNS = [
 
 
 def predict_table(
-    posterior: Posterior,
+    posterior: Posterior | Ensemble,
     images: np.ndarray,
     sources: list[str],
     rule: FlagRule,

@@ -25,7 +25,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from bnn.core.errors import DataError
 from bnn.core.mnist import N_PIXELS
-from bnn.predictive import posterior
+from bnn.predictive import ensemble
 from bnn.predictive.posterior import ARRAYS_FILE, META_FILE
 from bnn.serving import flag_rule
 from bnn.serving.predict_table import COLUMNS, predict_table
@@ -52,7 +52,7 @@ class BnnPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         model_dir = context.artifacts["model_dir"]
-        self.posterior = posterior.load(model_dir)
+        self.posterior = ensemble.load_model(model_dir)
         self.rule = flag_rule.load(model_dir)
 
     # MLflow reads this hint: a DataFrame hint turns off its hint-based input
@@ -122,17 +122,27 @@ def blank_example() -> pd.DataFrame:
     )
 
 
+def model_files(model_dir: Path) -> list[str]:
+    """The files, relative to ``model_dir``, that the model loads from."""
+    if not ensemble.is_ensemble(model_dir):
+        return list(MODEL_FILES)
+    names, _ = ensemble.read_manifest(model_dir)
+    members = [f"{name}/{file}" for name in names for file in (ARRAYS_FILE, META_FILE)]
+    return [ensemble.MANIFEST_FILE, flag_rule.FLAG_FILE, *members]
+
+
 def log_model(model_dir, artifact_path: str = "model") -> str:
     """Log the model in ``model_dir`` into the active MLflow run; return its model URI.
 
-    Only the files the model needs (:data:`MODEL_FILES`) are logged, whatever
-    else the folder holds. Requirements are pinned to the installed versions,
+    Only the files the model needs (:func:`model_files`) are logged, whatever
+    else the folder holds; an ensemble's folder is logged with its members. Requirements are pinned to the installed versions,
     so MLflow does not infer them (slowly, by loading the model).
 
     Parameters
     ----------
     model_dir : str or os.PathLike
-        Folder with ``posterior.npz``, ``posterior.json`` and ``flag.json``.
+        Folder with ``posterior.npz``, ``posterior.json`` and ``flag.json``, or
+        an ensemble's folder (``ensemble.json``, ``flag.json``, its members).
     artifact_path : str
         Name of the logged model in the run. The default is ``"model"``.
 
@@ -143,12 +153,13 @@ def log_model(model_dir, artifact_path: str = "model") -> str:
     """
     model_dir = Path(model_dir)
     # Fail here, with the fix named, rather than when someone loads the model.
-    posterior.load(model_dir)
+    ensemble.load_model(model_dir)
     flag_rule.load(model_dir)
     with tempfile.TemporaryDirectory() as staging:
         staged = Path(staging) / "model_dir"
         staged.mkdir()
-        for name in MODEL_FILES:
+        for name in model_files(model_dir):
+            (staged / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(model_dir / name, staged / name)
         info = mlflow.pyfunc.log_model(
             name=artifact_path,
