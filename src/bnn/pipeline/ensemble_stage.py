@@ -29,7 +29,7 @@ class EnsembleSettings:
 
     members: int = 5
     member: int | None = None
-    folder: Path = Path("models/ensemble")
+    folder: Path = Path("ensembles/dense-advi")
 
 
 def member_paths(paths: Paths, folder: Path, index: int) -> Paths:
