@@ -31,7 +31,7 @@ from bnn.inference.settings import (
 from bnn.model.priors import PRIOR_FAMILIES, FixedNormal, HierarchicalNormal
 from bnn.model.specs import SPECS, ConvSpec, DenseSpec
 from bnn.pipeline import tracking
-from bnn.pipeline.ensemble_stage import EnsembleSettings
+from bnn.pipeline.ensemble_stage import CompareSettings, EnsembleSettings
 from bnn.pipeline.paths import Paths
 from bnn.serving.flag_rule import FlagSettings
 
@@ -308,6 +308,25 @@ def ensemble_settings(ensemble: Mapping) -> EnsembleSettings:
         member = non_negative_int("ensemble", ensemble, "member", below=members)
     return EnsembleSettings(
         members=members, member=member, folder=Path(text("ensemble", ensemble, "folder"))
+    )
+
+
+def compare_settings(ensemble: Mapping) -> CompareSettings:
+    """``ensemble.compare``: the ensemble folders, the sizes K, the draws of every member."""
+    section = ensemble.get("compare")
+    if not isinstance(section, Mapping):
+        raise _fail("ensemble", ensemble, "compare", "must be a section (folders, sizes, ...)")
+    folders = section.get("folders")
+    if (
+        not _is_sequence(folders)
+        or not folders
+        or not all(isinstance(f, str) and f.strip() for f in folders)
+    ):
+        raise _fail("ensemble", ensemble, "compare.folders", f"must list folders, got {folders!r}")
+    return CompareSettings(
+        folders=tuple(Path(folder) for folder in folders),
+        sizes=positive_ints("ensemble.compare", section, "sizes"),
+        draws_per_member=positive_int("ensemble.compare", section, "draws_per_member"),
     )
 
 

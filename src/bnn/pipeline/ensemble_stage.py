@@ -17,11 +17,23 @@ from pathlib import Path
 
 from bnn.core.errors import DataError
 from bnn.data.dataset import load_split
+from bnn.data.evaluation_sets import evaluation_sets
 from bnn.pipeline import tracking
 from bnn.pipeline.fit_stage import DEFAULT_FLAG, fit, variant_name
 from bnn.pipeline.paths import Paths
 from bnn.predictive import ensemble, posterior
+from bnn.reporting import ensembles
 from bnn.serving import flag_rule, pyfunc_model
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """``ensemble.compare``: which ensembles, which sizes K, how many draws of each member."""
+
+    folders: tuple[Path, ...]
+    sizes: tuple[int, ...] = (1, 2, 3, 5, 10)
+    draws_per_member: int = 10
+
 
 @dataclass(frozen=True)
 class EnsembleSettings:
@@ -38,13 +50,15 @@ def member_paths(paths: Paths, folder: Path, index: int) -> Paths:
     return replace(paths, models=member, metrics=member)
 
 
-def fit_member(
-    paths: Paths, members: EnsembleSettings, seed: int, uri: str, **fit_kwargs
-) -> str:
-    """Fit member ``members.member`` from its own seed (:func:`~bnn.predictive.ensemble.member_seed`).
+def fit_member(paths: Paths, members: EnsembleSettings, seed: int, uri: str, **fit_kwargs) -> str:
+    """Fit member ``members.member`` from its own seed (see ``ensemble.member_seed``).
 
     ``fit_kwargs`` are :func:`bnn.pipeline.fit_stage.fit`'s (network, prior,
-    inference settings, ...); returns the member's MLflow run id.
+    inference settings, ...); returns the member's MLflow run id. A member
+    already fitted with these settings and data is kept, so rerunning the sweep
+    fits only the members that are missing (an interrupted one resumes from its
+    checkpoint). A member has no flag rule or pyfunc model of its own: the
+    ensemble's are made from the mixture (:func:`assemble`).
     """
     index = members.member
     tags = (fit_kwargs.pop("run_tags", None) or {}) | {
@@ -58,7 +72,8 @@ def fit_member(
         uri=uri,
         run_tags=tags,
         run_name=f"{name}-member{index}",
-        **fit_kwargs,
+        keep_finished=True,
+        **fit_kwargs | {"flag": None},
     )
 
 
@@ -114,3 +129,42 @@ def assemble(
     )
     return mixture
 
+
+def compare(paths: Paths, settings: CompareSettings, predictive: dict, seed: int) -> list[dict]:
+    """Score every ensemble of ``settings.folders`` at every size K; write ``metrics/ensembles.*``.
+
+    ``predictive`` is :func:`bnn.pipeline.config.sample_ppc_settings`: the
+    chunks, and the rotation and OOD sets, drawn from the same seeded streams
+    as ``sample_ppc``'s. A folder without ``ensemble.json`` is skipped with a warning.
+    """
+    test = load_split(paths.processed, "test")
+    sets = evaluation_sets(
+        test, settings.draws_per_member, predictive["shift"], predictive["ood"], seed
+    )
+    rows = []
+    for folder in settings.folders:
+        if not ensemble.is_ensemble(folder):
+            print(f"warning: {folder} holds no ensemble (no {ensemble.MANIFEST_FILE}); skipped")
+            continue
+        members = ensemble.load_ensemble(folder)
+        predictives = ensembles.member_predictives(
+            members,
+            folder,
+            sets,
+            settings.draws_per_member,
+            predictive["chunk_draws"],
+            predictive["chunk_images"],
+        )
+        fits = ensembles.member_fits(folder, members.names)
+        for k in (k for k in settings.sizes if k <= len(members)):
+            row = ensembles.mixture_row(predictives, k, sets, members.meta, fits)
+            rows.append(row)
+            print(f"{ensembles.label(row)}: " + ensembles.headline(row))
+    if not rows:
+        raise DataError(
+            f"none of {', '.join(map(str, settings.folders))} holds an ensemble; fit one with "
+            "`python src/fit.py -m 'ensemble.member=range(5)' ensemble.members=5`"
+        )
+    ensembles.write(rows, paths.metrics)
+    print(f"compare_ensembles: {len(rows)} rows in {paths.metrics / 'ensembles.json'}")
+    return rows

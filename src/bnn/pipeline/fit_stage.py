@@ -9,7 +9,8 @@ import yaml
 
 import bnn
 from bnn.core import tables
-from bnn.core.atomic import atomic_folder
+from bnn.core.atomic import atomic_folder, write_text
+from bnn.core.errors import DataError
 from bnn.core.signals import Interrupted
 from bnn.data.dataset import load_split
 from bnn.evaluation import hyperpriors
@@ -23,6 +24,8 @@ from bnn.predictive import posterior
 from bnn.serving import flag_rule, pyfunc_model
 
 DEFAULT_FLAG = flag_rule.FlagSettings()
+# Beside the posterior: the key (:func:`bnn.inference.checkpoint.fit_key`) of the fit it came from.
+FIT_KEY_FILE = "fit_key"
 NO_CHECKPOINTS = CheckpointSettings(folder=None)
 
 
@@ -36,21 +39,25 @@ def fit(
     uri: str,
     experiment: str,
     run_tags: dict | None = None,
-    flag: flag_rule.FlagSettings = DEFAULT_FLAG,
+    flag: flag_rule.FlagSettings | None = DEFAULT_FLAG,
     checkpoints: CheckpointSettings = NO_CHECKPOINTS,
     run_name: str | None = None,
+    keep_finished: bool = False,
 ) -> str:
     """Fit, save the posterior, its flag rule and hyperpriors, log everything; return the run id.
 
     ``flag`` holds :func:`bnn.serving.flag_rule.rule_from_validation`'s ``score``,
     ``target_accuracy`` and ``draws``; the rule goes to ``models/flag.json``,
-    and the model folder is logged as an MLflow pyfunc model. The model folder
+    and the model folder is logged as an MLflow pyfunc model. ``flag=None``
+    (an ensemble's member) skips both: the ensemble has its own rule and model. The model folder
     is replaced whole, once everything in it is written.
 
     With ``checkpoints`` (a folder), the fit saves its state as it goes and a
     rerun of the same fit (:func:`fit_identity`) resumes it, in the same MLflow
     run; the checkpoint is removed once the stage is done. ``run_name`` names
-    the MLflow run; the default is :func:`variant_name`.
+    the MLflow run; the default is :func:`variant_name`. With ``keep_finished``
+    (an ensemble's member), a model folder that already holds this very fit
+    (its ``fit_key`` file) is kept and not fitted again.
     """
     train, valid = (load_split(paths.processed, name) for name in ("train", "valid"))
     name = run_name or variant_name(spec.name, params, settings)
@@ -58,6 +65,10 @@ def fit(
         fit_identity(spec, params, settings, seed),
         [train.images, train.labels, valid.images, valid.labels],
     )
+    if keep_finished and finished_fit(paths.models) == key:
+        run_id = posterior.load(paths.models).meta.mlflow_run_id
+        print(f"fit: {name} is already fitted in {paths.models} (same settings and data); kept")
+        return run_id
     checkpoint = Checkpoint(checkpoints, key) if checkpoints.folder is not None else None
     saved = checkpoint.saved_meta() if checkpoint is not None else None
     continued = tracking.run_to_continue(
@@ -74,6 +85,7 @@ def fit(
             fit_seconds, valid_accuracy = fit_and_save(
                 paths, train, valid, spec, prior, settings, seed, params, flag, run_id, checkpoint
             )
+            write_text(paths.models / FIT_KEY_FILE, key + "\n")
         except Interrupted as stop:
             raise Interrupted(stop.signum, resume_hint(stop, checkpoint)) from None
         if checkpoint is not None:
@@ -99,10 +111,11 @@ def fit_and_save(
     summary = hyperpriors.summarise(fitted)
     with atomic_folder(paths.models) as models:
         posterior.save(fitted, models)
-        rule = flag_rule.rule_from_validation(
-            fitted, valid.images, valid.labels, seed=seed, **asdict(flag)
-        )
-        flag_rule.save(rule, models)
+        if flag is not None:
+            rule = flag_rule.rule_from_validation(
+                fitted, valid.images, valid.labels, seed=seed, **asdict(flag)
+            )
+            flag_rule.save(rule, models)
         if summary:
             hyperpriors.write_json(summary, models / "hyperpriors.json")
     report_elbo(run_id, result, paths.metrics / "elbo.tsv", settings.elbo_log_points)
@@ -120,8 +133,21 @@ def fit_and_save(
     tracking.log_text_artifact(yaml.safe_dump(params, sort_keys=False), "config.yaml")
     if summary:
         hyperpriors.log_to_mlflow(summary)
-    pyfunc_model.log_model(paths.models, artifact_path=variant_name(spec.name, params, settings))
+    if flag is not None:
+        pyfunc_model.log_model(
+            paths.models, artifact_path=variant_name(spec.name, params, settings)
+        )
     return fit_seconds, valid_accuracy
+
+
+def finished_fit(folder: Path) -> str | None:
+    """The key of the fit whose result ``folder`` holds, or None (none, or a damaged one)."""
+    try:
+        key = (folder / FIT_KEY_FILE).read_text(encoding="utf-8").strip()
+        posterior.load(folder)
+    except (OSError, UnicodeDecodeError, DataError):
+        return None
+    return key
 
 
 def fit_identity(spec, params: dict, settings: AdviSettings, seed: int) -> dict:

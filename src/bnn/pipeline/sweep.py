@@ -15,14 +15,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from bnn.core.errors import ConfigError
-
 from bnn.pipeline import tracking, variants
 
 PARENT_RUN_ENV = "BNN_MLFLOW_PARENT_RUN_ID"

@@ -36,8 +36,8 @@ from bnn.core.atomic import atomic_path
 from bnn.core.errors import ConfigError, DataError
 from bnn.core.mnist import N_CLASSES
 from bnn.core.progress import progress_bar
-from bnn.predictive.forward import class_probabilities, images_per_chunk
 from bnn.predictive.ensemble import Ensemble
+from bnn.predictive.forward import class_probabilities, images_per_chunk
 from bnn.predictive.posterior import NPZ_READ_ERRORS, Posterior
 from bnn.predictive.reductions import entropy, label_counts
 
@@ -166,7 +166,14 @@ def summarise_predictive(
     """
     if isinstance(posterior, Ensemble):
         return _summarise_mixture(
-            posterior, images, n_draws, rng, chunk_draws, chunk_images, progress, transient,
+            posterior,
+            images,
+            n_draws,
+            rng,
+            chunk_draws,
+            chunk_images,
+            progress,
+            transient,
             **progress_options,
         )
     images = _as_network_input(posterior, images)
@@ -241,7 +248,14 @@ def combine(summaries: Sequence[PredictiveSummary]) -> PredictiveSummary:
 
 
 def _summarise_mixture(
-    ensemble: Ensemble, images, n_draws, rng, chunk_draws, chunk_images, progress, transient,
+    ensemble: Ensemble,
+    images,
+    n_draws,
+    rng,
+    chunk_draws,
+    chunk_images,
+    progress,
+    transient,
     **progress_options,
 ) -> PredictiveSummary:
     shares = draws_per_member(n_draws, len(ensemble))

@@ -159,7 +159,7 @@ def _shared(meta: PosteriorMeta) -> dict:
 
 
 def load_model(folder: str | os.PathLike) -> Posterior | Ensemble:
-    """The fitted model in ``folder``: an :class:`Ensemble` if it has a manifest, else a posterior."""
+    """The model in ``folder``: an :class:`Ensemble` if it has a manifest, else a posterior."""
     return load_ensemble(folder) if is_ensemble(folder) else posterior.load(folder)
 
 
@@ -171,8 +171,11 @@ def load_model_meta(folder: str | os.PathLike) -> PosteriorMeta:
 
 
 def model_fingerprint(folder: str | os.PathLike) -> str:
-    """Which model a later file came from: :func:`~bnn.predictive.posterior.fingerprint`,
-    or for an ensemble the SHA-256 of its manifest and of every member's fingerprint."""
+    """Which model a later file came from: SHA-256 of its files.
+
+    One posterior's is :func:`~bnn.predictive.posterior.fingerprint`; an
+    ensemble's hashes its manifest and every member's fingerprint.
+    """
     if not is_ensemble(folder):
         return posterior.fingerprint(folder)
     folder = Path(folder)

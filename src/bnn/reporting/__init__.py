@@ -1,5 +1,5 @@
 """Figures and tables for people.
 
-Owns: the stage plots, uncertainty plots, metric files, run comparisons.
-Imports bnn.core and bnn.evaluation.
+Owns: the stage plots, uncertainty plots, metric files, run comparisons, the
+ensembles' comparison. Imports bnn.core, bnn.data, bnn.predictive and bnn.evaluation.
 """

@@ -135,8 +135,9 @@ def log_model(model_dir, artifact_path: str = "model") -> str:
     """Log the model in ``model_dir`` into the active MLflow run; return its model URI.
 
     Only the files the model needs (:func:`model_files`) are logged, whatever
-    else the folder holds; an ensemble's folder is logged with its members. Requirements are pinned to the installed versions,
-    so MLflow does not infer them (slowly, by loading the model).
+    else the folder holds; an ensemble's folder is logged with its members.
+    Requirements are pinned to the installed versions, so MLflow does not
+    infer them (slowly, by loading the model).
 
     Parameters
     ----------
