@@ -17,12 +17,12 @@ from bnn.core import hydra_entry
 @hydra_entry.main(config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from bnn.core.threads import pin_blas_threads
-    from bnn.pipeline import config, ensemble_stage
+    from bnn.pipeline import compare_stage, config
 
     pin_blas_threads()
     checked = config.all_settings(cfg)
     compare = config.compare_settings(cfg.ensemble)
-    ensemble_stage.compare(checked["paths"], compare, checked["sample_ppc"], checked["seed"])
+    compare_stage.compare(checked["paths"], compare, checked["sample_ppc"], checked["seed"])
 
 
 if __name__ == "__main__":

@@ -8,11 +8,13 @@ import subprocess
 import sys
 
 import mlflow
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bnn.data.dataset import load_split
 from bnn.predictive import ensemble
 from bnn.serving import flag_rule
 from bnn.serving.predict_table import predict_table
@@ -29,7 +31,7 @@ def store(project):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, mirror):
-    """A tiny project with its data, a dense ADVI ensemble of 3 (two processes) and a MAP one of 2."""
+    """A tiny project: its data, a dense ADVI ensemble of 3 (in two processes), a MAP one of 2."""
     project, env = make_project(tmp_path_factory.mktemp("ensembles"), mirror)
     for script in ("fetch", "preprocess"):
         run([sys.executable, f"src/{script}.py"], project, env)
@@ -52,7 +54,9 @@ def test_members_are_child_runs_of_one_parent_with_their_own_seeds(project):
     assert len({r.data.tags["bnn.pid"] for r in children}) >= 2  # joblib: separate processes
     seed = json.loads((project / "ensembles/dense-advi/ensemble.json").read_text())["meta"]["seed"]
     for index in range(3):
-        meta = json.loads((project / f"ensembles/dense-advi/member-{index}/posterior.json").read_text())
+        meta = json.loads(
+            (project / f"ensembles/dense-advi/member-{index}/posterior.json").read_text()
+        )
         assert meta["seed"] == ensemble.member_seed(seed, index)
     # The manifest names the parent run, which holds the ensemble as one pyfunc model.
     assert ensemble.load_model_meta(project / "ensembles/dense-advi").mlflow_run_id == (
@@ -64,18 +68,28 @@ def test_members_are_child_runs_of_one_parent_with_their_own_seeds(project):
 def test_predict_and_the_pyfunc_model_read_an_ensemble(project):
     project, env = project
     folder = project / "ensembles/dense-advi"
-    images = np.load(project / "data/processed/test.npz")["images"][:8]
+    images = load_split(project / "data/processed", "test").images[:8]
     np.save(project / "digits.npy", np.round(images * 256).clip(0, 255).astype(np.uint8))
     result = run(
-        [sys.executable, "src/predict.py", "--images", "digits.npy", "--model", str(folder),
-         "--draws", "9"],
-        project, env,
+        [
+            sys.executable,
+            "src/predict.py",
+            "--images",
+            "digits.npy",
+            "--model",
+            str(folder),
+            "--draws",
+            "9",
+        ],
+        project,
+        env,
     )
     table = pd.read_csv(pd.io.common.StringIO(result.stdout))
     assert len(table) == 8 and (table["mutual_info"] > 0).all()
     _, runs = store(project)
     (parent,) = [
-        r for r in runs
+        r
+        for r in runs
         if r.data.tags.get("bnn.ensemble") == "ensembles/dense-advi"
         and "mlflow.parentRunId" not in r.data.tags
     ]
@@ -86,8 +100,12 @@ def test_predict_and_the_pyfunc_model_read_an_ensemble(project):
     finally:
         mlflow.set_tracking_uri(None)
     direct = predict_table(
-        ensemble.load_model(folder), images.reshape(8, 784).astype(np.float32),
-        [f"row[{i}]" for i in range(8)], flag_rule.load(folder), draws=9, seed=0,
+        ensemble.load_model(folder),
+        images.reshape(8, 784).astype(np.float32),
+        [f"row[{i}]" for i in range(8)],
+        flag_rule.load(folder),
+        draws=9,
+        seed=0,
     )
     np.testing.assert_allclose(served["confidence"], direct["confidence"], rtol=1e-6)
     np.testing.assert_array_equal(served["predicted"], direct["predicted"])
@@ -96,8 +114,12 @@ def test_predict_and_the_pyfunc_model_read_an_ensemble(project):
 
 def test_the_stages_take_an_ensemble_and_report_its_disagreement(project):
     project, env = project
-    where = ["paths.models=ensembles/dense-advi", "paths.ppc=ppc-ens", "paths.metrics=metrics-ens",
-             "paths.plots=plots-ens"]
+    where = [
+        "paths.models=ensembles/dense-advi",
+        "paths.ppc=ppc-ens",
+        "paths.metrics=metrics-ens",
+        "paths.plots=plots-ens",
+    ]
     for script in ("sample_ppc", "evaluate", "plots"):
         run([sys.executable, f"src/{script}.py", *where], project, env)
     scores = json.loads((project / "metrics-ens/metrics.json").read_text())
@@ -113,17 +135,37 @@ def test_the_stages_take_an_ensemble_and_report_its_disagreement(project):
 def test_the_comparison_scores_every_size_of_every_ensemble(project):
     project, env = project
     run(
-        [sys.executable, "src/compare_ensembles.py",
-         "ensemble.compare.folders=[ensembles/dense-advi,ensembles/dense-map,ensembles/none]",
-         "ensemble.compare.sizes=[1,2,3]", "ensemble.compare.draws_per_member=4"],
-        project, env,
+        [
+            sys.executable,
+            "src/compare_ensembles.py",
+            "ensemble.compare.folders=[ensembles/dense-advi,ensembles/dense-map,ensembles/none]",
+            "ensemble.compare.sizes=[1,2,3]",
+            "ensemble.compare.draws_per_member=4",
+        ],
+        project,
+        env,
     )
     rows = json.loads((project / "metrics/ensembles.json").read_text())
     assert [(r["inference"], r["members"]) for r in rows] == [
-        ("advi", 1), ("advi", 2), ("advi", 3), ("map", 1), ("map", 2),
+        ("advi", 1),
+        ("advi", 2),
+        ("advi", 3),
+        ("map", 1),
+        ("map", 2),
     ]
-    keys = {"model", "prior", "inference", "members", "test_accuracy", "test_nll", "test_ece",
-            "test_brier", "error_auroc", "ood_auroc_noise", "ood_auroc_scrambled"}
+    keys = {
+        "model",
+        "prior",
+        "inference",
+        "members",
+        "test_accuracy",
+        "test_nll",
+        "test_ece",
+        "test_brier",
+        "error_auroc",
+        "ood_auroc_noise",
+        "ood_auroc_scrambled",
+    }
     assert all(keys <= set(row) for row in rows)
     assert rows[0]["test_mean_member_disagreement"] == 0  # one member
     assert rows[3]["test_mean_mutual_info"] == 0  # one MAP fit: no epistemic part
@@ -137,7 +179,11 @@ def test_an_ensemble_sweep_of_two_settings_is_refused(project):
     project, env = project
     result = subprocess.run(
         [*SWEEP, "ensemble.member=range(2)", "ensemble.members=2", "model=dense,conv"],
-        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode != 0
     assert "an ensemble's sweep varies only ensemble.member, not model" in result.stderr
@@ -147,12 +193,17 @@ def test_an_ensemble_sweep_of_two_settings_is_refused(project):
 def test_the_dvc_pipeline_fits_and_evaluates_an_ensemble(project, tmp_path):
     project, env = project
     copy = tmp_path / "dvc-project"
-    shutil.copytree(project, copy, ignore=shutil.ignore_patterns("ensembles", "mlflow.db*", "sweep"))
+    shutil.copytree(
+        project, copy, ignore=shutil.ignore_patterns("ensembles", "mlflow.db*", "sweep")
+    )
     (copy / "ensembles").mkdir()
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / "ensembles" / name, copy / "ensembles" / name)
-    for args in (["git", "init", "-q"], ["dvc", "init", "-q"],
-                 ["dvc", "config", "hydra.enabled", "true"]):
+    for args in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["dvc", "config", "hydra.enabled", "true"],
+    ):
         run(args, copy, env)
     run(["dvc", "exp", "run", "ensembles/dvc.yaml", "-S", "ensemble.members=2"], copy, env)
     folder = copy / "ensembles/dense-advi"

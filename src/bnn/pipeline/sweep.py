@@ -35,7 +35,10 @@ def child_tags() -> dict[str, str]:
 
 def swept_keys(config: DictConfig) -> set[str]:
     """The keys the sweep's overrides give more than one value (``a=1,2``, ``range(3)``)."""
-    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    hydra = config.get("hydra")
+    if hydra is None:
+        return set()
+    parsed = OverridesParser.create().parse_overrides(list(hydra.overrides.task))
     return {override.key_or_group for override in parsed if override.is_sweep_override()}
 
 

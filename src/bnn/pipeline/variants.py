@@ -43,7 +43,7 @@ def row_from_run(run) -> dict | None:
     """One table row from an MLflow run, or ``None`` if the run has no test metrics."""
     params, values = run.data.params, run.data.metrics
     # Ensembles have a table of their own (bnn.reporting.ensembles).
-    if "test/accuracy" not in values or tracking.ENSEMBLE_TAG in run.data.tags:
+    if "test/accuracy" not in values or tracking.ENSEMBLE_TAG in getattr(run.data, "tags", {}):
         return None
     prior = params.get("prior.family")
     if prior == "hier" and params.get("prior.noncentred") != "True":

@@ -232,7 +232,7 @@ def test_all_settings_refuses_any_stage_value(override, message):
 def test_all_settings_of_the_default_and_presets():
     for overrides in ([], ["experiment=smoke"], ["experiment=original"], ["model=conv"]):
         settings = config.all_settings(composed(overrides))
-        assert set(settings) == {"seed", "data", "fit", "sample_ppc", "paths", "uri"}
+        assert set(settings) == {"seed", "data", "fit", "sample_ppc", "paths", "uri", "ensemble"}
         assert settings["sample_ppc"]["spec"] == settings["fit"]["spec"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from helpers_imports import ROOT, SRC, closure
@@ -16,8 +17,17 @@ STAGE_SCRIPTS = {
 }
 
 
-def stage_deps() -> dict[str, list[str]]:
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# The ensembles' pipeline runs the same scripts from the repository root (wdir: ..).
+ENSEMBLE_STAGE_SCRIPTS = {
+    "fit_members": "fit",
+    "sample_ppc": "sample_ppc",
+    "evaluate": "evaluate",
+}
+PIPELINES = {"dvc.yaml": STAGE_SCRIPTS, "ensembles/dvc.yaml": ENSEMBLE_STAGE_SCRIPTS}
+
+
+def stage_deps(pipeline: str = "dvc.yaml") -> dict[str, list[str]]:
+    stages = yaml.safe_load((ROOT / pipeline).read_text())["stages"]
     return {name: stage["deps"] for name, stage in stages.items()}
 
 
@@ -26,10 +36,11 @@ def covered(file, deps: list[str]) -> bool:
     return any(relative == dep or relative.startswith(dep.rstrip("/") + "/") for dep in deps)
 
 
-def test_every_stage_has_a_script_whose_imports_its_deps_cover():
-    deps = stage_deps()
-    assert set(deps) == set(STAGE_SCRIPTS)
-    for stage, script in STAGE_SCRIPTS.items():
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_every_stage_has_a_script_whose_imports_its_deps_cover(pipeline):
+    deps = stage_deps(pipeline)
+    assert set(deps) == set(PIPELINES[pipeline])
+    for stage, script in PIPELINES[pipeline].items():
         script_path = SRC / f"{script}.py"
         assert f"src/{script}.py" in deps[stage]
         missing = sorted(
@@ -40,8 +51,9 @@ def test_every_stage_has_a_script_whose_imports_its_deps_cover():
         assert not missing, f"stage {stage} imports modules its deps miss: {missing}"
 
 
-def test_code_deps_are_whole_folders_not_hand_lists():
-    for stage, deps in stage_deps().items():
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_code_deps_are_whole_folders_not_hand_lists(pipeline):
+    for stage, deps in stage_deps(pipeline).items():
         modules = [d for d in deps if d.startswith("src/bnn/") and d.endswith(".py")]
         assert modules == ["src/bnn/__init__.py"], f"{stage} lists single modules: {modules}"
 
