@@ -21,6 +21,16 @@ from bnn.serving.predict_table import predict_table
 from helpers_project import ROOT, make_project, run
 
 SWEEP = [sys.executable, "src/fit.py", "-m"]
+LEFT = {
+    "ensembles",
+    "mlflow.db",
+    "mlflow.db.lock",
+    "mlruns",
+    "sweep",
+    "data",
+    "multirun",
+    "outputs",
+}
 
 
 def store(project):
@@ -38,12 +48,22 @@ def project(tmp_path_factory, mirror):
     members = ["ensemble.member=range(3)", "ensemble.members=3"]
     parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep"]
     run([*SWEEP, *members, *parallel], project, env)
-    run([*SWEEP, "ensemble.member=range(2)", "ensemble.members=2", "inference=map"], project, env)
-    return project, env
+    maps = [*SWEEP, "ensemble.member=range(2)", "ensemble.members=2", "inference=map"]
+    run(maps, project, env)
+    fitted = (project / "ensembles/dense-map/member-1/posterior.npz").read_bytes()
+    rerun = run(maps, project, env)  # the same sweep again: every member is already there
+    return project, env, {"rerun": rerun.stdout, "fitted": fitted}
+
+
+def test_rerunning_the_sweep_keeps_the_members_it_has(project):
+    project, _, first = project
+    assert first["rerun"].count("is already fitted") == 2
+    assert (project / "ensembles/dense-map/member-1/posterior.npz").read_bytes() == first["fitted"]
+    assert "ensemble: 2 members" in first["rerun"]
 
 
 def test_members_are_child_runs_of_one_parent_with_their_own_seeds(project):
-    project, _ = project
+    project, _, _ = project
     _, runs = store(project)
     members = [r for r in runs if r.data.tags.get("bnn.ensemble") == "ensembles/dense-advi"]
     (parent,) = [r for r in members if "mlflow.parentRunId" not in r.data.tags]
@@ -66,7 +86,7 @@ def test_members_are_child_runs_of_one_parent_with_their_own_seeds(project):
 
 
 def test_predict_and_the_pyfunc_model_read_an_ensemble(project):
-    project, env = project
+    project, env, _ = project
     folder = project / "ensembles/dense-advi"
     images = load_split(project / "data/processed", "test").images[:8]
     np.save(project / "digits.npy", np.round(images * 256).clip(0, 255).astype(np.uint8))
@@ -113,7 +133,7 @@ def test_predict_and_the_pyfunc_model_read_an_ensemble(project):
 
 
 def test_the_stages_take_an_ensemble_and_report_its_disagreement(project):
-    project, env = project
+    project, env, _ = project
     where = [
         "paths.models=ensembles/dense-advi",
         "paths.ppc=ppc-ens",
@@ -133,7 +153,7 @@ def test_the_stages_take_an_ensemble_and_report_its_disagreement(project):
 
 
 def test_the_comparison_scores_every_size_of_every_ensemble(project):
-    project, env = project
+    project, env, _ = project
     run(
         [
             sys.executable,
@@ -176,7 +196,7 @@ def test_the_comparison_scores_every_size_of_every_ensemble(project):
 
 
 def test_an_ensemble_sweep_of_two_settings_is_refused(project):
-    project, env = project
+    project, env, _ = project
     result = subprocess.run(
         [*SWEEP, "ensemble.member=range(2)", "ensemble.members=2", "model=dense,conv"],
         cwd=project,
@@ -191,18 +211,25 @@ def test_an_ensemble_sweep_of_two_settings_is_refused(project):
 
 
 def test_the_dvc_pipeline_fits_and_evaluates_an_ensemble(project, tmp_path):
-    project, env = project
+    project, env, _ = project
     copy = tmp_path / "dvc-project"
     shutil.copytree(
-        project, copy, ignore=shutil.ignore_patterns("ensembles", "mlflow.db*", "sweep")
+        project,
+        copy,
+        # The sources, conf/ and the root pipeline; not the fitted state of the other tests.
+        ignore=lambda folder, names: [n for n in names if folder == str(project) and n in LEFT],
     )
     (copy / "ensembles").mkdir()
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / "ensembles" / name, copy / "ensembles" / name)
+    shutil.copy(ROOT / ".dvcignore", copy / ".dvcignore")
+    (copy / ".gitignore").write_text("mlflow.db\nmlruns/\noutputs/\nmultirun/\n")
     for args in (
         ["git", "init", "-q"],
         ["dvc", "init", "-q"],
         ["dvc", "config", "hydra.enabled", "true"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "tiny project"],
     ):
         run(args, copy, env)
     run(["dvc", "exp", "run", "ensembles/dvc.yaml", "-S", "ensemble.members=2"], copy, env)

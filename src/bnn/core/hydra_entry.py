@@ -28,6 +28,7 @@ from hydra.errors import (
 )
 
 from bnn.core.cli import EXIT_USER_ERROR, user_errors_exit
+from bnn.core.errors import UserError
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
 CONFIG_DIR = "conf"
@@ -75,6 +76,9 @@ def main(
                 if message is None:
                     raise
                 print(f"error: {message}", file=sys.stderr)
+                sys.exit(EXIT_USER_ERROR)
+            except UserError as error:  # from a sweep callback, outside the task
+                print(f"error: {error}", file=sys.stderr)
                 sys.exit(EXIT_USER_ERROR)
             finally:
                 os.environ.pop(FULL_ERROR, None)

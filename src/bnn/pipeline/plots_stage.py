@@ -22,7 +22,8 @@ def plot(paths: Paths, uri: str, seed: int = 0) -> None:
 
     ELBO, confusion and chi-square as in 2016; the reliability diagram,
     selective prediction, the rotation curve and the OOD histograms; and the
-    hyperprior posteriors when there are any.
+    hyperprior posteriors when there are any. An ensemble's ELBO figure is
+    its first member's fit.
     """
     # First: no figure is drawn from a stale or damaged file.
     scores = load_scores(paths)
@@ -72,9 +73,10 @@ def read_metric_tables(paths: Paths) -> tuple:
         command that rebuilds it.
     """
     name = ""
+    folder = paths.metrics
     try:
         name = "elbo.tsv"
-        elbo = tables.read_table(paths.metrics / name)
+        elbo = tables.read_table(elbo_table(paths))
         curve = np.asarray(elbo["step"], int), np.asarray(elbo["elbo"], float)
         name = "reliability.tsv"
         reliability = read_reliability(paths.metrics / name)
@@ -88,15 +90,25 @@ def read_metric_tables(paths: Paths) -> tuple:
             for key, values in tables.read_table(paths.metrics / name).items()
         }
     except FileNotFoundError:
+        path = elbo_table(paths) if name == "elbo.tsv" else folder / name
         raise DataError(
-            f"{paths.metrics / name} not found; rebuild it with `dvc repro {TABLE_STAGES[name]}`"
+            f"{path} not found; rebuild it with `dvc repro {TABLE_STAGES[name]}`"
         ) from None
     except (ValueError, KeyError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        path = elbo_table(paths) if name == "elbo.tsv" else folder / name
         raise DataError(
-            f"{paths.metrics / name} is damaged ({type(error).__name__}: {error}); rebuild it "
+            f"{path} is damaged ({type(error).__name__}: {error}); rebuild it "
             f"with `dvc repro -f {TABLE_STAGES[name]}`"
         ) from None
     return curve, reliability, (coverage, accuracy), shift
+
+
+def elbo_table(paths: Paths):
+    """The fit's ELBO curve: ``metrics/elbo.tsv``, or an ensemble's first member's."""
+    if ensemble.is_ensemble(paths.models):
+        first = ensemble.read_manifest(paths.models)[0][0]
+        return paths.models / first / "elbo.tsv"
+    return paths.metrics / "elbo.tsv"
 
 
 def load_scores(paths: Paths) -> dict[str, np.ndarray]:

@@ -21,7 +21,7 @@ from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from bnn.core.errors import ConfigError
+from bnn.core.errors import ConfigError, UserError
 from bnn.pipeline import tracking, variants
 
 PARENT_RUN_ENV = "BNN_MLFLOW_PARENT_RUN_ID"
@@ -113,7 +113,11 @@ class MlflowSweepCallback(Callback):
         uri = tracking.tracking_uri(config.mlflow.tracking_uri)
         experiment = config.mlflow.experiment
         if "ensemble.member" in swept_keys(config):
-            assemble_ensemble(config, uri, parent)
+            try:
+                assemble_ensemble(config, uri, parent)
+            except UserError as error:  # a member failed: the sweep's error says which
+                MlflowClient(uri).set_terminated(parent, "FAILED")
+                raise UserError(f"the ensemble was not assembled: {error}") from None
         # metrics/ gets the whole table (every variant's newest run, as
         # `python -m bnn.pipeline.variants` builds it), so a sweep never drops other rows;
         # the parent run gets the table of its own jobs.
