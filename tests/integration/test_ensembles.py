@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import mlflow
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from bnn.data.dataset import load_split
 from bnn.predictive import ensemble
-from bnn.serving import flag_rule
+from bnn.serving import flag_rule, pyfunc_model  # noqa: F401  (imports mlflow.pyfunc, quietly)
 from bnn.serving.predict_table import predict_table
 from helpers_project import ROOT, make_project, run
 
@@ -82,7 +81,7 @@ def test_members_are_child_runs_of_one_parent_with_their_own_seeds(project):
     assert ensemble.load_model_meta(project / "ensembles/dense-advi").mlflow_run_id == (
         parent.info.run_id
     )
-    assert parent.data.metrics["ensemble_members"] == 3
+    assert parent.data.metrics["ensemble/members"] == 3
 
 
 def test_predict_and_the_pyfunc_model_read_an_ensemble(project):
@@ -208,6 +207,31 @@ def test_an_ensemble_sweep_of_two_settings_is_refused(project):
     assert result.returncode != 0
     assert "an ensemble's sweep varies only ensemble.member, not model" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_ensemble_with_a_member_missing_fails_its_sweep(project):
+    project, env, _ = project
+    # Member 1 only: at the sweep's end member 0 is missing, so no manifest is written.
+    result = subprocess.run(
+        [*SWEEP, "ensemble.member=range(1,2)", "ensemble.members=2", "ensemble.folder=partial"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "the ensemble was not assembled: partial: member-0 missing" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (project / "partial/ensemble.json").exists()
+    _, runs = store(project)
+    (parent,) = [
+        r
+        for r in runs
+        if "mlflow.parentRunId" not in r.data.tags
+        and "ensemble.folder=partial" in r.data.tags.get("mlflow.runName", "")
+    ]
+    assert parent.info.status == "FAILED"
 
 
 def test_the_dvc_pipeline_fits_and_evaluates_an_ensemble(project, tmp_path):

@@ -10,6 +10,11 @@ Hydra raises its own exceptions out of its entry point only when
 ``HYDRA_FULL_ERROR=1``; :func:`main` sets it for the run when the user has not
 (so a bug's traceback is printed whole), and leaves Hydra's own report alone
 when the user has set it.
+
+A callback's user errors do not reach :func:`main`: Hydra turns any exception
+a callback raises into a warning and goes on. Callbacks decorate their hooks
+with :func:`~bnn.core.cli.user_errors_exit` instead, whose ``SystemExit`` is
+not an ``Exception`` and so passes through Hydra.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ from hydra.errors import (
 )
 
 from bnn.core.cli import EXIT_USER_ERROR, user_errors_exit
-from bnn.core.errors import UserError
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
 CONFIG_DIR = "conf"
@@ -76,9 +80,6 @@ def main(
                 if message is None:
                     raise
                 print(f"error: {message}", file=sys.stderr)
-                sys.exit(EXIT_USER_ERROR)
-            except UserError as error:  # from a sweep callback, outside the task
-                print(f"error: {error}", file=sys.stderr)
                 sys.exit(EXIT_USER_ERROR)
             finally:
                 os.environ.pop(FULL_ERROR, None)

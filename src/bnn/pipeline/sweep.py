@@ -6,6 +6,10 @@ rather than ``mlflow.start_run``: an active run in the launcher process would
 make every job's own ``start_run`` fail. The parent id travels to the jobs in
 an environment variable of our own; ``MLFLOW_RUN_ID`` would make the jobs
 *resume* the parent instead of nesting under it.
+
+Hydra turns an exception raised in a callback into a warning and carries on,
+so the hooks that refuse a sweep or fail its end exit through
+:func:`~bnn.core.cli.user_errors_exit` (``SystemExit`` passes through Hydra).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from bnn.core.cli import user_errors_exit
 from bnn.core.errors import ConfigError, UserError
 from bnn.pipeline import tracking, variants
 
@@ -70,6 +75,7 @@ def runs_jobs_in_parallel(config: DictConfig) -> bool:
 class MlflowSweepCallback(Callback):
     """Parent run at the start of a multirun; the variants tables at its end."""
 
+    @user_errors_exit
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         swept = swept_keys(config)
         if "ensemble.member" in swept and swept != {"ensemble.member"}:
@@ -106,6 +112,7 @@ class MlflowSweepCallback(Callback):
                 filter(None, [flags, f"base_compiledir={folder}"])
             )
 
+    @user_errors_exit
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         parent = os.environ.pop(PARENT_RUN_ENV, None)
         if parent is None:
