@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 PYTHON ?= $(shell command -v python3.12 || command -v python3)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help env run smoke test test-integration bench exp-show lint params lock clean
+.PHONY: help env run smoke test test-integration bench exp-show lint params lock clean services services-down
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F ':.*?## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,9 +45,15 @@ test-integration: env ## Run the integration tests (tests/integration: real DVC,
 bench: env ## Measure fit and predictive speed against PyMC's defaults (metrics/bench.*)
 	$(PY) -m benchmarks.bench --out metrics
 
+services: env ## Start the local stack on 127.0.0.1: PostgreSQL, S3 (moto), MLflow server, Ray head + worker
+	$(PY) -m services.stack up --state .services --dvc-project .
+
+services-down: ## Stop the local stack, leaving nothing running
+	$(PY) -m services.stack down --state .services
+
 lint: env ## Check style with ruff
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks services
+	$(VENV)/bin/ruff format --check src tests benchmarks services
 
 params: env ## Regenerate params.yaml from conf/ (after editing conf/)
 	$(PY) -m bnn.pipeline.params_file .

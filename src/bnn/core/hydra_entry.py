@@ -32,6 +32,7 @@ from hydra.errors import (
     OverrideParseException,
 )
 
+from bnn.core import ray_launcher
 from bnn.core.cli import EXIT_USER_ERROR, user_errors_exit
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
@@ -62,6 +63,7 @@ def main(
         A decorator; the decorated function takes no arguments and reads
         ``sys.argv`` as Hydra does.
     """
+    ray_launcher.register()
 
     def decorate(task: Callable) -> Callable:
         hydra_main = hydra.main(

@@ -10,11 +10,19 @@ an environment variable of our own; ``MLFLOW_RUN_ID`` would make the jobs
 Hydra turns an exception raised in a callback into a warning and carries on,
 so the hooks that refuse a sweep or fail its end exit through
 :func:`~bnn.core.cli.user_errors_exit` (``SystemExit`` passes through Hydra).
+
+Under a cluster launcher (``hydra/launcher=ray``) a job runs in a worker
+process of some node, in that worker's folder and environment:
+:meth:`MlflowSweepCallback.on_job_start` moves it into the project the sweep
+was started from, and the launcher passes on the parent run and the tracking
+URI (:mod:`bnn.core.ray_launcher`). A job whose process was lost leaves its run
+RUNNING; the sweep's end marks every such child FAILED.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -27,6 +35,7 @@ from omegaconf import DictConfig
 
 from bnn.core.cli import user_errors_exit
 from bnn.core.errors import ConfigError, UserError
+from bnn.core.ray_launcher import PASSED_TO_JOBS
 from bnn.pipeline import tracking, variants
 
 PARENT_RUN_ENV = "BNN_MLFLOW_PARENT_RUN_ID"
@@ -72,6 +81,48 @@ def runs_jobs_in_parallel(config: DictConfig) -> bool:
     return "BasicLauncher" not in str(hydra.launcher.get("_target_", ""))
 
 
+def move_into_project(config: DictConfig) -> None:
+    """Run the job in the project the sweep started from, as every launcher on one machine does.
+
+    A Ray worker starts in its node's folder; the data, the config and the
+    checkpoints are the project's. The empty values the Ray launcher passes for
+    unset variables are dropped, so that the job's defaults apply.
+    """
+    for name in PASSED_TO_JOBS:
+        if os.environ.get(name) == "":
+            del os.environ[name]
+    hydra = config.get("hydra")
+    if hydra is None or hydra.mode != RunMode.MULTIRUN:
+        return
+    project = Path(hydra.runtime.cwd)
+    if Path.cwd() == project:
+        return
+    if not (project / "conf").is_dir():
+        raise ConfigError(
+            f"this node ({socket.gethostname()}) has no project at {project}: every node "
+            "needs a checkout of the same commit at the same path, with `dvc pull` done, "
+            'or the path on a shared filesystem (README, "Beyond one machine")'
+        )
+    os.chdir(project)
+
+
+def end_lost_children(client: MlflowClient, experiment_id: str, parent: str) -> list[str]:
+    """Mark FAILED the sweep's child runs still RUNNING once every job has ended.
+
+    A job whose process was killed (a lost node) never ends its run; a retried
+    job continues it when it can (:func:`bnn.pipeline.tracking.run_to_continue`),
+    and what is left RUNNING when the sweep ends belongs to no one. Returns their ids.
+    """
+    lost = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'",
+    )
+    for run in lost:
+        client.set_tag(run.info.run_id, "bnn.ended_by", "the sweep's end: its process was lost")
+        client.set_terminated(run.info.run_id, "FAILED")
+    return [run.info.run_id for run in lost]
+
+
 class MlflowSweepCallback(Callback):
     """Parent run at the start of a multirun; the variants tables at its end."""
 
@@ -96,7 +147,9 @@ class MlflowSweepCallback(Callback):
         )
         os.environ[PARENT_RUN_ENV] = parent.info.run_id
 
+    @user_errors_exit
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        move_into_project(config)
         # Parallel jobs sharing PyTensor's compile cache wait on its lock; give each
         # worker process a folder of its own, before the job imports PyTensor. Only
         # parallel sweeps need it: a plain run, or the basic launcher's jobs in one
@@ -119,6 +172,8 @@ class MlflowSweepCallback(Callback):
             return
         uri = tracking.tracking_uri(config.mlflow.tracking_uri)
         experiment = config.mlflow.experiment
+        client = MlflowClient(uri)
+        end_lost_children(client, client.get_run(parent).info.experiment_id, parent)
         if "ensemble.member" in swept_keys(config):
             try:
                 assemble_ensemble(config, uri, parent)
@@ -129,7 +184,6 @@ class MlflowSweepCallback(Callback):
         # `python -m bnn.pipeline.variants` builds it), so a sweep never drops other rows;
         # the parent run gets the table of its own jobs.
         variants.write(variants.rows_from_store(uri, experiment), Path(config.paths.metrics))
-        client = MlflowClient(uri)
         with tempfile.TemporaryDirectory(prefix="bnn-sweep-") as folder:
             variants.write(variants.rows_from_store(uri, experiment, parent), Path(folder))
             for name in ("variants.json", "variants.md", "variants.png"):

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -81,8 +82,11 @@ def flatten(values: Mapping, prefix: str = "") -> dict[str, str]:
 
 
 def run_tags() -> dict[str, str]:
-    """The git commit and, under ``dvc exp run``, the experiment's name."""
+    """The git commit; under ``dvc exp run``, the experiment's name; in a Ray job, its node."""
     tags = {}
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        tags["ray.node_id"] = ray.get_runtime_context().get_node_id()
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True
     )
@@ -98,15 +102,17 @@ def run_tags() -> dict[str, str]:
 def ensure_experiment(uri: str, name: str) -> str:
     """The id of experiment ``name``, created if missing.
 
-    With a local SQLite store, artifacts go to ``<project root>/mlruns``: MLflow's
-    default is relative to the working directory, which under
-    ``dvc exp run --queue`` is a temporary copy that DVC deletes.
+    With a local SQLite store, artifacts go to ``mlruns/`` beside the database
+    (:func:`bnn.pipeline.store_lock.artifact_root`): MLflow's default is relative
+    to the working directory, which under ``dvc exp run --queue`` is a temporary
+    copy that DVC deletes.
     """
     client = store_lock.client(uri)  # parallel first fits on a new store: one makes its tables
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    location = (project_root() / "mlruns").as_uri() if uri.startswith("sqlite:") else None
+    database = store_lock.sqlite_file(uri)
+    location = store_lock.artifact_root(database).as_uri() if database else None
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:
@@ -204,7 +210,7 @@ def resumed_run(uri: str, run_id: str | None) -> Iterator[str | None]:
     mlflow.set_tracking_uri(uri)
     if run_id:
         try:
-            MlflowClient(uri).get_run(run_id)
+            store_lock.client(uri).get_run(run_id)  # a copied store is relocated first
         except MlflowException:
             print(f"warning: MLflow run {run_id} is not in {uri}; not logging this stage")
             run_id = None

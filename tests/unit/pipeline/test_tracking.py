@@ -1,12 +1,15 @@
 """MLflow logging into a real temporary sqlite store."""
 
+import contextlib
+import shutil
+import sqlite3
 from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bnn.pipeline import tracking
+from bnn.pipeline import store_lock, tracking
 
 
 @pytest.fixture
@@ -69,3 +72,65 @@ def test_namespaced_metric_names():
     assert tracking.mlflow_name("fit_seconds") == "fit/seconds"
     assert tracking.mlflow_name("loss") == "loss"
     assert tracking.flatten({"a": {"b": 1, "c": {"d": None}}}) == {"a.b": "1", "a.c.d": "None"}
+
+
+def test_a_copied_checkout_keeps_its_artifacts_in_its_own_mlruns(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    monkeypatch.chdir(original)
+    with tracking.fit_run(tracking.tracking_uri(), "exp", "first", {"a": 1}) as first:
+        tracking.log_text_artifact("one", "note.txt")
+    shutil.copytree(original, copy)  # the checkout, its mlflow.db and mlruns/ with it
+    monkeypatch.chdir(copy)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # set by mlflow.set_tracking_uri: a new process
+    uri = tracking.tracking_uri()
+    with tracking.fit_run(uri, "exp", "second", {"a": 2}) as second:
+        tracking.log_text_artifact("two", "note.txt")
+    client = MlflowClient(uri)
+    for run_id in (first, second):
+        assert client.get_run(run_id).info.artifact_uri.startswith((copy / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("exp")
+    assert experiment.artifact_location == (copy / "mlruns").as_uri()
+    # The first run's artifact is read from the copy's own mlruns/.
+    downloaded = client.download_artifacts(first, "note.txt", str(tmp_path))
+    assert Path(downloaded).read_text() == "one"
+    assert sorted(p.read_text() for p in (original / "mlruns").rglob("note.txt")) == ["one"]
+    assert sorted(p.read_text() for p in (copy / "mlruns").rglob("note.txt")) == ["one", "two"]
+    # The original store is left as it was.
+    kept = MlflowClient(f"sqlite:///{original / 'mlflow.db'}").get_run(first)
+    assert kept.info.artifact_uri.startswith((original / "mlruns").as_uri())
+
+
+def test_only_locations_under_another_mlruns_folder_are_relocated(tmp_path):
+    database = tmp_path / "mlflow.db"
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        db.execute("create table experiments (artifact_location text)")
+        db.execute("create table runs (artifact_uri text)")
+        for location in (
+            "file:///old/mlruns",
+            "/old/mlruns/0",
+            "s3://bucket/x",
+            "file:///old/mlrunsx",
+            (tmp_path / "mlruns").as_uri(),
+        ):
+            db.execute("insert into experiments values (?)", (location,))
+        db.executemany(
+            "insert into runs values (?)",
+            [("file:///old/mlruns/1/abc/artifacts",), ("file:///old/mlruns_x/1",)],
+        )
+    assert store_lock.relocate_artifacts(database) == ["/old/mlruns", "file:///old/mlruns"]
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        experiments = [row[0] for row in db.execute("select artifact_location from experiments")]
+        runs = [row[0] for row in db.execute("select artifact_uri from runs")]
+    here = tmp_path / "mlruns"
+    assert experiments == [
+        here.as_uri(),
+        f"{here}/0",
+        "s3://bucket/x",
+        "file:///old/mlrunsx",
+        here.as_uri(),
+    ]
+    assert runs == [f"{here.as_uri()}/1/abc/artifacts", "file:///old/mlruns_x/1"]
+    assert store_lock.relocate_artifacts(database) == []  # nothing left to move
