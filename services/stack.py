@@ -219,17 +219,21 @@ class Stack:
         port = self.ports["s3"] = free_port()
         self._spawn("s3", [BIN / "moto_server", "-H", HOST, "-p", port])
         self._wait("s3", lambda: _http_ok(f"{self.s3_endpoint}/moto-api/"))
+        s3 = self.s3_client()
+        for bucket in (ARTIFACT_BUCKET, DVC_BUCKET):
+            s3.create_bucket(Bucket=bucket)
+
+    def s3_client(self):
+        """A boto3 client of the stack's S3 store."""
         import boto3  # the stack's own dependency, not the library's
 
-        s3 = boto3.client(
+        return boto3.client(
             "s3",
             endpoint_url=self.s3_endpoint,
             region_name=REGION,
             aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         )
-        for bucket in (ARTIFACT_BUCKET, DVC_BUCKET):
-            s3.create_bucket(Bucket=bucket)
 
     def _start_mlflow(self) -> None:
         port = self.ports["mlflow"] = free_port()

@@ -15,11 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from services.stack import ARTIFACT_BUCKET, DVC_BUCKET, REGION, S3_CREDENTIALS, Stack
+from services.stack import ARTIFACT_BUCKET, DVC_BUCKET, Stack
 
 from helpers_project import ROOT, make_project, run
 from helpers_tracking import check_parallel_writers
@@ -82,14 +81,7 @@ def test_a_sweep_on_two_ray_nodes_logs_to_the_server_with_artifacts_in_s3(projec
     assert child.info.artifact_uri.startswith("mlflow-artifacts:")
     config = Path(client.download_artifacts(child.info.run_id, "config.yaml", str(folder)))
     assert "model:" in config.read_text()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=stack.s3_endpoint,
-        region_name=REGION,
-        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=ARTIFACT_BUCKET)["Contents"]]
+    keys = [o["Key"] for o in stack.s3_client().list_objects_v2(Bucket=ARTIFACT_BUCKET)["Contents"]]
     assert any(child.info.run_id in key and key.endswith("config.yaml") for key in keys)
     assert "variants.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
