@@ -47,6 +47,7 @@ DVC_REMOTE = "storage"  # .dvc/config's remote
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bnn-local", "AWS_SECRET_ACCESS_KEY": "bnn-local-secret"}
 REGION = "us-east-1"
 STATE_FILE, ENV_FILE = "stack.json", "env"
+RAY_START_SECONDS = 300
 BIN = Path(sys.executable).parent  # mlflow, moto_server and ray of this environment
 
 
@@ -283,7 +284,8 @@ class Stack:
                 *common,
             ],
         )
-        self._wait("ray-head", lambda: self._ray_nodes() >= 1, timeout=120)
+        # Generous: in a new environment the first imports of Ray compile its bytecode.
+        self._wait("ray-head", lambda: self._ray_nodes() >= 1, timeout=RAY_START_SECONDS)
         for worker in range(1, self.ray_workers + 1):
             self._spawn(
                 f"ray-worker-{worker}",
@@ -298,24 +300,30 @@ class Stack:
                 ],
             )
             self._wait(
-                f"ray-worker-{worker}", lambda n=worker: self._ray_nodes() >= n + 1, timeout=120
+                f"ray-worker-{worker}",
+                lambda n=worker: self._ray_nodes() >= n + 1,
+                timeout=RAY_START_SECONDS,
             )
 
     def _ray_nodes(self) -> int:
-        """How many nodes the cluster has alive (``ray list nodes`` needs the dashboard)."""
-        probe = subprocess.run(
-            [
-                BIN / "python",
-                "-c",
-                f"import ray; ray.init(address={self.ray_address!r}, logging_level='ERROR');"
-                "print(sum(n['Alive'] for n in ray.nodes()))",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=_clean_env(),
+        """How many nodes the cluster has alive (0 while it cannot tell); the probe's log."""
+        code = (
+            f"import ray; ray.init(address={self.ray_address!r}, logging_level='ERROR');"
+            "print(sum(n['Alive'] for n in ray.nodes()))"
         )
-        return int(probe.stdout.split()[-1]) if probe.returncode == 0 and probe.stdout else 0
+        with open(self._log("ray-probe"), "ab") as log:
+            try:
+                probe = subprocess.run(
+                    [BIN / "python", "-c", code],
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    timeout=RAY_START_SECONDS / 2,
+                    env=_clean_env(),
+                )
+            except subprocess.TimeoutExpired:
+                return 0
+        words = probe.stdout.split()
+        return int(words[-1]) if probe.returncode == 0 and words and words[-1].isdigit() else 0
 
     # ---- processes
 
