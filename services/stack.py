@@ -48,6 +48,11 @@ S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bnn-local", "AWS_SECRET_ACCESS_KEY": "bn
 REGION = "us-east-1"
 STATE_FILE, ENV_FILE = "stack.json", "env"
 RAY_START_SECONDS = 300
+# Ray turns token authentication on by itself once ~/.ray/auth_token exists (any local
+# ray.init writes one), and then refuses every client without that token. This stack
+# listens on 127.0.0.1 only, so it states the mode for its nodes and its clients alike;
+# a real cluster keeps tokens on and gives its clients the token.
+RAY_AUTH = {"RAY_AUTH_MODE": "disabled"}
 BIN = Path(sys.executable).parent  # mlflow, moto_server and ray of this environment
 
 
@@ -117,7 +122,10 @@ class Stack:
 
     def client_env(self) -> dict[str, str]:
         """What a sweep, a stage or a Ray job needs to use the stack."""
-        return {"MLFLOW_TRACKING_URI": self.tracking_uri, "RAY_ADDRESS": self.ray_address}
+        return {
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "RAY_ADDRESS": self.ray_address,
+        } | RAY_AUTH
 
     def s3_env(self) -> dict[str, str]:
         """What a program that reads or writes the buckets directly needs (the MLflow server)."""
@@ -422,9 +430,12 @@ class Stack:
 
 
 def _clean_env() -> dict[str, str]:
-    """The environment without the caller's tracking and cluster addresses, the venv first."""
+    """The environment without the caller's tracking and cluster addresses, the venv first.
+
+    It states Ray's authentication mode, so that the nodes and the probes agree.
+    """
     keep = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    return keep | {"PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    return keep | {"PATH": f"{BIN}:{os.environ.get('PATH', '')}"} | RAY_AUTH
 
 
 def _postgres_user() -> str | None:
