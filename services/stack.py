@@ -293,7 +293,7 @@ class Stack:
             ],
         )
         # Generous: in a new environment the first imports of Ray compile its bytecode.
-        self._wait("ray-head", lambda: self._ray_nodes() >= 1, timeout=RAY_START_SECONDS)
+        self._wait("ray-head", lambda: len(self.ray_nodes()) >= 1, timeout=RAY_START_SECONDS)
         for worker in range(1, self.ray_workers + 1):
             self._spawn(
                 f"ray-worker-{worker}",
@@ -309,15 +309,20 @@ class Stack:
             )
             self._wait(
                 f"ray-worker-{worker}",
-                lambda n=worker: self._ray_nodes() >= n + 1,
+                lambda n=worker: len(self.ray_nodes()) >= n + 1,
                 timeout=RAY_START_SECONDS,
             )
 
-    def _ray_nodes(self) -> int:
-        """How many nodes the cluster has alive (0 while it cannot tell); the probe's log."""
+    def ray_nodes(self) -> list[dict]:
+        """The cluster's alive nodes, each ``{"node_id", "head"}`` ([] while it cannot tell).
+
+        The probe's output goes to ``ray-probe.log``.
+        """
         code = (
-            f"import ray; ray.init(address={self.ray_address!r}, logging_level='ERROR');"
-            "print(sum(n['Alive'] for n in ray.nodes()))"
+            f"import json, ray; ray.init(address={self.ray_address!r}, logging_level='ERROR');"
+            "print(json.dumps([{'node_id': n['NodeID'],"
+            " 'head': 'node:__internal_head__' in n['Resources']}"
+            " for n in ray.nodes() if n['Alive']]))"
         )
         with open(self._log("ray-probe"), "ab") as log:
             try:
@@ -329,9 +334,14 @@ class Stack:
                     env=_clean_env(),
                 )
             except subprocess.TimeoutExpired:
-                return 0
-        words = probe.stdout.split()
-        return int(words[-1]) if probe.returncode == 0 and words and words[-1].isdigit() else 0
+                return []
+        lines = probe.stdout.decode().strip().splitlines()
+        if probe.returncode != 0 or not lines:
+            return []
+        try:
+            return json.loads(lines[-1])
+        except json.JSONDecodeError:
+            return []
 
     # ---- processes
 
