@@ -6,12 +6,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 UV_VERSION := 0.13.9
 # .python-version pins 3.12; pyenv's python3 honours it, python3.12 is the fallback.
 PYTHON ?= $(shell command -v python3.12 || command -v python3)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help env run smoke test test-integration bench exp-show lint params lock clean services services-down
+.PHONY: help env bench-env run smoke test test-integration bench exp-show lint params lock clean services services-down
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F ':.*?## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,6 +25,13 @@ $(STAMP): requirements.lock pyproject.toml .python-version
 	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	$(UV) pip sync -q --python $(PY) requirements.lock
 	$(UV) pip install -q --python $(PY) --no-deps -e .
+	touch $@
+
+# The benchmark's peer (NumPyro on JAX): its own pinned group, on top of the project's.
+bench-env: $(BENCH_STAMP) ## Add the benchmark's pinned group (NumPyro, JAX) to .venv
+
+$(BENCH_STAMP): $(STAMP) requirements-bench.lock
+	$(UV) pip install -q --python $(PY) -r requirements-bench.lock
 	touch $@
 
 run: env ## Run the whole pipeline (dvc repro): fetch, preprocess, fit, ppc, evaluate, plots
@@ -39,10 +47,10 @@ exp-show: env ## The DVC experiments, a screen wide: network, prior, steps and h
 test: env ## Run the unit tests (tests/unit: tiny synthetic data, every stage's library code)
 	$(PY) -m pytest -q -m "not integration"
 
-test-integration: env ## Run the integration tests (tests/integration: real DVC, sweeps, pyfunc, bench)
+test-integration: bench-env ## Run the integration tests (tests/integration: real DVC, sweeps, pyfunc, bench)
 	$(PY) -m pytest -q -m integration
 
-bench: env ## Measure fit and predictive speed against PyMC's defaults (metrics/bench.*)
+bench: bench-env ## Measure fit and predictive speed against PyMC's defaults and NumPyro (metrics/bench.*)
 	$(PY) -m benchmarks.bench --out metrics
 
 services: env ## Start the local stack on 127.0.0.1: PostgreSQL, S3 (moto), MLflow server, Ray head + worker
@@ -60,6 +68,7 @@ params: env ## Regenerate params.yaml from conf/ (after editing conf/)
 
 lock: env ## Re-pin requirements.lock from requirements.in
 	$(UV) pip compile -q requirements.in -o requirements.lock --python-version 3.12
+	$(UV) pip compile -q requirements-bench.in -c requirements.lock -o requirements-bench.lock --python-version 3.12
 
 clean: ## Remove outputs that `make run` recreates (not the DVC cache, not mlflow.db)
 	rm -rf outputs multirun

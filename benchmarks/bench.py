@@ -43,6 +43,8 @@ from bnn.core import tables
 from bnn.core.atomic import write_text
 from bnn.inference.fitting import fit_model
 from bnn.inference.local_reparam import fit_local_reparam
+from bnn.inference.pymc_engine import initial_means
+from bnn.model.priors import FixedNormal
 from bnn.model.pymc_model import bnn_model
 from bnn.pipeline import config
 from bnn.predictive import chunked, posterior, pymc_reference
@@ -53,6 +55,7 @@ KEYS = (
     "baseline_it_per_s",
     "roofline_it_per_s",
     "dtype",
+    "numpyro_it_per_s",
     "ppc_seconds",
     "baseline_ppc_seconds",
     "fit_peak_rss_mb",
@@ -193,7 +196,36 @@ def measure_ppc(job: dict) -> dict:
     return {"seconds": time.perf_counter() - began, "rss": peak_rss_mb()}
 
 
-WORKERS = {"fit": measure_fit, "ppc": measure_ppc}
+def measure_numpyro(job: dict) -> dict:
+    """NumPyro's SVI on our network, prior, start, step size and batch (:mod:`numpyro_peer`)."""
+    from benchmarks import numpyro_peer  # JAX is the benchmark's own dependency group
+
+    cfg = network_config(job["network"], job["overrides"])
+    spec, prior = config.model_spec(cfg.model), config.prior_family(cfg.prior)
+    if not isinstance(prior, FixedNormal):
+        raise ValueError(f"the NumPyro peer fits the fixed prior only, got {cfg.prior.family}")
+    settings = config.advi_settings(cfg.inference)
+    images, labels = synthetic_data(job["n_train"], seed=0)
+    with pytensor.config.change_flags(floatX="float32"):
+        model = bnn_model(images, labels, spec, prior, settings.batch_size)
+        start = initial_means(
+            model, settings.init_means, settings.init_scale, np.random.default_rng(1)
+        )
+    measured = numpyro_peer.measure(
+        images,
+        labels,
+        spec,
+        prior.sigma,
+        replace(settings, n_iter=job["warmup"] + job["iters"]),
+        start,
+        seed=1,
+        warmup=job["warmup"],
+        iters=job["iters"],
+    )
+    return measured | {"rss": peak_rss_mb()}
+
+
+WORKERS = {"fit": measure_fit, "ppc": measure_ppc, "numpyro": measure_numpyro}
 
 
 def in_worker(kind: str, **job) -> dict:
@@ -250,6 +282,13 @@ def bench_network(network: str, budget: Budget, peaks: dict) -> dict:
             warmup=budget.warmup[network],
             iters=budget.iters[network],
         )
+        numpyro = in_worker(
+            "numpyro",
+            **common,
+            n_train=budget.n_train,
+            warmup=budget.warmup[network],
+            iters=budget.iters[network],
+        )
         ppc_jobs = {"posterior": saved, "n_test": budget.n_test, "draws": budget.draws}
         ppc = in_worker("ppc", **common, **ppc_jobs, baseline=False)
         baseline_ppc = in_worker("ppc", **common, **ppc_jobs, baseline=True)
@@ -270,6 +309,10 @@ def bench_network(network: str, budget: Budget, peaks: dict) -> dict:
         "lrt_it_per_s": lrt["it_per_s"],
         "pymc_step_it_per_s": pymc_step["it_per_s"],
         "speedup_vs_pymc_step": fit["it_per_s"] / pymc_step["it_per_s"],
+        "numpyro_it_per_s": numpyro["it_per_s"],
+        "numpyro_dtype": numpyro["dtype"],
+        "numpyro_versions": numpyro["versions"],
+        "speedup_vs_numpyro": fit["it_per_s"] / numpyro["it_per_s"],
         "speedup_vs_baseline": fit["it_per_s"] / baseline["it_per_s"],
         "fraction_of_roofline": fit["it_per_s"] / roof,
         "ppc_speedup_vs_baseline": baseline_ppc["seconds"] / ppc["seconds"],
@@ -285,15 +328,16 @@ def markdown(results: dict) -> str:
     """The results as a GitHub table, ratios first."""
     lines = [
         "| network | dtype | fit it/s | PyMC default it/s | speed-up | PyMC step it/s "
-        "| speed-up | roofline it/s | of roofline | LRT it/s | predictive s | PyMC predictive s "
-        "| speed-up | fit RSS | predictive RSS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| speed-up | NumPyro it/s | speed-up | roofline it/s | of roofline | LRT it/s "
+        "| predictive s | PyMC predictive s | speed-up | fit RSS | predictive RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for network, r in results.items():
         lines.append(
             f"| {network} | {r['dtype']} | {r['it_per_s']:.1f} | {r['baseline_it_per_s']:.2f} "
             f"({r['baseline_dtype']}) | {r['speedup_vs_baseline']:.1f}x "
             f"| {r['pymc_step_it_per_s']:.1f} | {r['speedup_vs_pymc_step']:.1f}x "
+            f"| {r['numpyro_it_per_s']:.1f} | {r['speedup_vs_numpyro']:.2f}x "
             f"| {r['roofline_it_per_s']:.0f} | {100 * r['fraction_of_roofline']:.0f}% "
             f"| {r['lrt_it_per_s']:.1f} "
             f"| {r['ppc_seconds']:.1f} | {r['baseline_ppc_seconds']:.1f} "

@@ -42,6 +42,11 @@ def test_tiny_bench_writes_every_key_for_both_networks(tmp_path):
         assert values["speedup_vs_pymc_step"] == pytest.approx(
             values["it_per_s"] / values["pymc_step_it_per_s"]
         )
+        assert values["numpyro_dtype"] == "float32"
+        assert set(values["numpyro_versions"]) == {"numpyro", "jax"}
+        assert values["speedup_vs_numpyro"] == pytest.approx(
+            values["it_per_s"] / values["numpyro_it_per_s"]
+        )
         assert values["speedup_vs_baseline"] == pytest.approx(
             values["it_per_s"] / values["baseline_it_per_s"]
         )
