@@ -9,8 +9,6 @@ import pymc as pm
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from benchmarks import numpyro_peer
-from numpyro.infer.util import log_density
 
 from bnn.inference.settings import AdviSettings, learning_rate_at
 from bnn.model.networks import build_network
@@ -18,6 +16,15 @@ from bnn.model.priors import FixedNormal
 from bnn.model.pymc_model import label_variable
 from bnn.model.specs import ConvSpec, DenseSpec
 from bnn.predictive import forward
+
+
+@pytest.fixture(scope="module")
+def numpyro_peer():
+    """The peer, imported when a test runs: ``make test`` collects this file without JAX."""
+    from benchmarks import numpyro_peer
+
+    return numpyro_peer
+
 
 SPECS = [DenseSpec(n_hidden=(8,)), ConvSpec(n_filters=(2, 3), n_hidden=(8,))]
 
@@ -30,7 +37,7 @@ def random_weights(spec, rng, scale=0.3):
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-def test_logits_equal_our_forward_pass(spec):
+def test_logits_equal_our_forward_pass(spec, numpyro_peer):
     rng = np.random.default_rng(0)
     weights, images = random_weights(spec, rng), rng.random((7, 784), dtype=np.float32)
     ours = forward.FORWARDS[spec.name](images, spec, {k: v[None] for k, v in weights.items()})[0]
@@ -40,8 +47,10 @@ def test_logits_equal_our_forward_pass(spec):
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-def test_log_density_equals_the_pymc_models(spec):
+def test_log_density_equals_the_pymc_models(spec, numpyro_peer):
     """Prior plus likelihood scaled to the training set, at the same weights and minibatch."""
+    from numpyro.infer.util import log_density
+
     rng = np.random.default_rng(1)
     weights, sigma, n_total = random_weights(spec, rng), 0.7, 600
     images, labels = rng.random((20, 784), dtype=np.float32), rng.integers(0, 10, 20)
@@ -58,7 +67,7 @@ def test_log_density_equals_the_pymc_models(spec):
     assert float(theirs) == pytest.approx(ours, rel=1e-5)
 
 
-def test_the_guide_starts_at_our_means_and_the_schedule_is_ours():
+def test_the_guide_starts_at_our_means_and_the_schedule_is_ours(numpyro_peer):
     spec, rng = SPECS[0], np.random.default_rng(2)
     settings = AdviSettings(batch_size=50, n_iter=40)
     start = random_weights(spec, rng, scale=0.05)
