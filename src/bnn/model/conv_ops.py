@@ -26,6 +26,9 @@ from pytensor.graph.op import Op
 
 # Patch-matrix bytes per block: in cache, and under glibc's 32 MiB mmap threshold.
 BLOCK_BYTES = 8 * 2**20
+# Smaller blocks where a block is written and read back at once (one-channel taps,
+# patch gradients): they stay in the 2 MiB-per-core L2 (benchmarks/conv_kernels.py).
+CACHE_BLOCK_BYTES = 2 * 2**20
 
 
 def patch_matrix(images: np.ndarray, kernel_size: int) -> np.ndarray:
@@ -40,16 +43,38 @@ def patch_matrix(images: np.ndarray, kernel_size: int) -> np.ndarray:
     return np.ascontiguousarray(windows).reshape(-1, kernel_size * kernel_size * images.shape[3])
 
 
-def image_blocks(images: np.ndarray, kernel_size: int):
-    """Slices of the batch whose patch matrices fit in :data:`BLOCK_BYTES`.
+def tap_matrix(images: np.ndarray, kernel_size: int) -> np.ndarray:
+    """im2col transposed, for one channel: (k * k, batch * out_h * out_w).
 
-    Blocks keep the patches in cache, and each block's buffer small enough to be
-    reused by the allocator instead of mapped (and page-faulted) afresh.
+    Row ``i * k + j`` is the images shifted by (i, j): one contiguous copy each,
+    where :func:`patch_matrix` scatters every pixel into 25 columns.
     """
+    batch, height, width, _ = images.shape
+    out_h, out_w = height - kernel_size + 1, width - kernel_size + 1
+    taps = np.empty((kernel_size * kernel_size, batch, out_h, out_w), images.dtype)
+    for i in range(kernel_size):
+        for j in range(kernel_size):
+            taps[i * kernel_size + j] = images[:, i : i + out_h, j : j + out_w, 0]
+    return taps.reshape(kernel_size * kernel_size, -1)
+
+
+def batch_blocks(batch: int, bytes_per_image: int, budget: int | None = None):
+    """Slices of a batch whose per-image buffers together fit in ``budget`` bytes.
+
+    ``budget`` defaults to :data:`BLOCK_BYTES`, read when called (tests shrink it).
+
+    Blocks keep each buffer in cache, and small enough to be reused by the
+    allocator instead of mapped (and page-faulted) afresh.
+    """
+    size = max(1, (BLOCK_BYTES if budget is None else budget) // bytes_per_image)
+    return [slice(first, min(first + size, batch)) for first in range(0, batch, size)]
+
+
+def image_blocks(images: np.ndarray, kernel_size: int, budget: int | None = None):
+    """Slices of the batch whose patch matrices fit in ``budget`` bytes."""
     batch, height, width, channels = images.shape
     per_image = (height - kernel_size + 1) * (width - kernel_size + 1) * kernel_size**2
-    size = max(1, BLOCK_BYTES // (per_image * channels * images.itemsize))
-    return [slice(first, min(first + size, batch)) for first in range(0, batch, size)]
+    return batch_blocks(batch, per_image * channels * images.itemsize, budget)
 
 
 def reuse(storage: list, shape: tuple, dtype) -> np.ndarray:
@@ -66,9 +91,65 @@ def conv2d_valid(images: np.ndarray, kernel: np.ndarray, out: np.ndarray | None 
     shape = (batch, height - size + 1, width - size + 1, n_out)
     out = np.empty(shape, images.dtype) if out is None else out
     matrix = kernel.reshape(-1, n_out)
+    if images.shape[3] == 1:
+        for block in image_blocks(images, size, CACHE_BLOCK_BYTES):
+            taps = tap_matrix(images[block], size)
+            np.dot(taps.T, matrix, out=out[block].reshape(-1, n_out))
+        return out
     for block in image_blocks(images, size):
         np.dot(patch_matrix(images[block], size), matrix, out=out[block].reshape(-1, n_out))
     return out
+
+
+@numba.njit(error_model="numpy", cache=True)
+def _add_patch_gradient(patch_gradient, size, out):
+    """col2im: add each row of ``patch_gradient`` back into the pixels of its patch."""
+    batch, height, width, channels = out.shape
+    out_h, out_w = height - size + 1, width - size + 1
+    for b in range(batch):
+        for h in range(out_h):
+            for w in range(out_w):
+                row = (b * out_h + h) * out_w + w
+                for i in range(size):
+                    for j in range(size):
+                        first = (i * size + j) * channels
+                        for c in range(channels):
+                            out[b, h + i, w + j, c] += patch_gradient[row, first + c]
+
+
+def conv2d_image_gradient(gradient: np.ndarray, kernel: np.ndarray, out: np.ndarray):
+    """The gradient of :func:`conv2d_valid` in its images, into ``out`` (overwritten).
+
+    Per block of images, one wide product gives the gradient in every patch
+    (``gradient @ kernel.T``, a matrix 25 times the images' size, kept in cache),
+    and one loop adds each patch's rows back into its pixels.
+    """
+    size, n_out = kernel.shape[0], kernel.shape[3]
+    batch, out_h, out_w, _ = gradient.shape
+    out[...] = 0
+    transposed = np.ascontiguousarray(kernel.reshape(-1, n_out).T.astype(out.dtype, copy=False))
+    rows = np.ascontiguousarray(gradient, dtype=out.dtype).reshape(batch, -1, n_out)
+    per_image = out_h * out_w * transposed.shape[1] * out.itemsize
+    for block in batch_blocks(batch, per_image, CACHE_BLOCK_BYTES):
+        patch_gradient = np.dot(rows[block].reshape(-1, n_out), transposed)
+        _add_patch_gradient(patch_gradient, size, out[block])
+    return out
+
+
+def conv2d_kernel_gradient(images: np.ndarray, gradient: np.ndarray, size: int) -> np.ndarray:
+    """The gradient of :func:`conv2d_valid` in its kernel, (k * k * c, o) in float64.
+
+    Blocks' products are summed in float64, so the result does not drift with the batch.
+    """
+    n_out = gradient.shape[3]
+    kernel = np.zeros((size * size * images.shape[3], n_out), np.float64)
+    if images.shape[3] == 1:
+        for block in image_blocks(images, size, CACHE_BLOCK_BYTES):
+            kernel += np.dot(tap_matrix(images[block], size), gradient[block].reshape(-1, n_out))
+        return kernel
+    for block in image_blocks(images, size):
+        kernel += np.dot(patch_matrix(images[block], size).T, gradient[block].reshape(-1, n_out))
+    return kernel
 
 
 class Conv2dValid(Op):
@@ -111,19 +192,8 @@ class Conv2dInputGrad(Op):
 
     def perform(self, node, inputs, output_storage):
         gradient, kernel, image_shape = inputs
-        size, _, channels, n_out = kernel.shape
-        batch, out_h, out_w, _ = gradient.shape
         images = reuse(output_storage[0], tuple(image_shape), node.outputs[0].dtype)
-        images[...] = 0
-        rows = np.ascontiguousarray(gradient).reshape(-1, n_out)
-        offset = np.empty((rows.shape[0], channels), images.dtype)
-        for i in range(size):
-            for j in range(size):
-                # what kernel entry (i, j) took from each pixel: one small product each
-                np.dot(rows, kernel[i, j].T.astype(rows.dtype, copy=False), out=offset)
-                images[:, i : i + out_h, j : j + out_w, :] += offset.reshape(
-                    batch, out_h, out_w, channels
-                )
+        conv2d_image_gradient(gradient, kernel, images)
 
     def pullback(self, inputs, outputs, cotangents):
         return [grad_not_implemented(self, k, inputs[k]) for k in range(3)]
@@ -142,11 +212,7 @@ class Conv2dKernelGrad(Op):
 
     def perform(self, node, inputs, output_storage):
         images, gradient, kernel_shape = inputs
-        size, n_out = int(kernel_shape[0]), gradient.shape[3]
-        kernel = np.zeros((size * size * images.shape[3], n_out), np.float64)
-        for block in image_blocks(images, size):
-            patches = patch_matrix(images[block], size)
-            kernel += np.dot(patches.T, gradient[block].reshape(-1, n_out))
+        kernel = conv2d_kernel_gradient(images, gradient, int(kernel_shape[0]))
         output_storage[0][0] = kernel.reshape(tuple(kernel_shape)).astype(node.outputs[0].dtype)
 
     def pullback(self, inputs, outputs, cotangents):
@@ -181,13 +247,30 @@ class PoolGraph(OpFromGraph):
     pool_size: int
 
 
+@numba.njit(error_model="numpy", cache=True)
+def _max_pool(images, size, out):
+    batch, pooled_h, pooled_w, channels = out.shape
+    for b in range(batch):
+        for ph in range(pooled_h):
+            for pw in range(pooled_w):
+                for c in range(channels):
+                    out[b, ph, pw, c] = images[b, ph * size, pw * size, c]
+                for d in range(1, size * size):
+                    h, w = ph * size + d // size, pw * size + d % size
+                    for c in range(channels):
+                        value = images[b, h, w, c]
+                        # a NaN anywhere in the window is the window's maximum, as in np.max
+                        if value > out[b, ph, pw, c] or value != value:
+                            out[b, ph, pw, c] = value
+
+
 def max_pool_values(images: np.ndarray, size: int, out: np.ndarray) -> np.ndarray:
-    """Non-overlapping ``size`` x ``size`` max-pool of channels-last images, into ``out``."""
-    np.copyto(out, images[:, ::size, ::size])
-    for i in range(size):
-        for j in range(size):
-            if i or j:
-                np.maximum(out, images[:, i::size, j::size], out=out)
+    """Non-overlapping ``size`` x ``size`` max-pool of channels-last images, into ``out``.
+
+    One pass over the images, channels innermost (where four strided NumPy
+    ``maximum`` passes read them four times).
+    """
+    _max_pool(np.ascontiguousarray(images), size, out)
     return out
 
 

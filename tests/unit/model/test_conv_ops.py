@@ -27,10 +27,11 @@ def loop_convolution(images, kernel):
     return out
 
 
-@pytest.fixture
-def arrays():
+@pytest.fixture(params=[3, 1], ids=["3 channels", "1 channel (tap matrix)"])
+def arrays(request):
     rng = np.random.default_rng(0)
-    return rng.normal(size=(5, 11, 10, 3)), rng.normal(size=(4, 4, 3, 6)), rng
+    channels = request.param
+    return rng.normal(size=(5, 11, 10, channels)), rng.normal(size=(4, 4, channels, 6)), rng
 
 
 def test_forward_is_the_convolution(arrays):
@@ -40,13 +41,18 @@ def test_forward_is_the_convolution(arrays):
 
 def test_gradients_equal_the_im2col_graph_and_finite_differences(arrays, monkeypatch):
     images, kernel, rng = arrays
-    # Blocks of one or two images, so that the blocked loops are exercised.
-    monkeypatch.setattr(conv_ops, "BLOCK_BYTES", 2 * 7 * 8 * 16 * 3 * 8)
+    channels = images.shape[3]
+    # Blocks of one or two images, so that every blocked loop is exercised: the
+    # patches (BLOCK_BYTES), and the taps and patch gradients (CACHE_BLOCK_BYTES).
+    two_images = 2 * 7 * 8 * 16 * channels * 8
+    monkeypatch.setattr(conv_ops, "BLOCK_BYTES", two_images)
+    monkeypatch.setattr(conv_ops, "CACHE_BLOCK_BYTES", two_images)
     assert len(conv_ops.image_blocks(images, 4)) == 3
+    assert len(conv_ops.image_blocks(images, 4, conv_ops.CACHE_BLOCK_BYTES)) == 3
     x, w = pt.tensor4(dtype="float64"), pt.tensor4(dtype="float64")
     weights = pt.as_tensor_variable(rng.normal(size=(5, 8, 7, 6)))
     ours = (Conv2dValid()(x, w) * weights).sum()
-    graph = (convolve(x, w, (11, 10, 3), 4) * weights).sum()
+    graph = (convolve(x, w, (11, 10, channels), 4) * weights).sum()
     f = pytensor.function(
         [x, w], [ours, graph, *pt.grad(ours, [x, w]), *pt.grad(graph, [x, w])], mode=FAST_CPU_MODE
     )
@@ -61,10 +67,12 @@ def test_gradients_equal_the_im2col_graph_and_finite_differences(arrays, monkeyp
 
 def test_the_model_graph_is_still_im2col_and_only_the_fused_function_swaps_it(arrays):
     images, kernel, _ = arrays
+    channels = images.shape[3]
     x, w = pt.tensor4(dtype="float64"), pt.tensor4(dtype="float64")
-    wrapped = convolve(x, w, (11, 10, 3), 4)
+    wrapped = convolve(x, w, (11, 10, channels), 4)
     assert isinstance(wrapped.owner.op, ConvGraph)
-    plain = pt.dot(image_patches(x, 4, 11, 10), w.reshape((48, -1))).reshape((-1, 8, 7, 6))
+    patches = image_patches(x, 4, 11, 10)
+    plain = pt.dot(patches, w.reshape((16 * channels, -1))).reshape((-1, 8, 7, 6))
     # default mode (Numba): the wrapper is inlined, no NumPy kernel is involved
     f = pytensor.function([x, w], [wrapped, plain])
     wrapped_value, plain_value = f(images, kernel)
@@ -100,3 +108,21 @@ def test_max_pool_and_its_gradient_equal_the_reshape_max_graph_with_ties():
     np.testing.assert_array_equal(gradient, reference_gradient)
     smooth = rng.normal(size=(2, 4, 4, 3))
     pytensor.gradient.verify_grad(MaxPool2d(2), [smooth], rng=rng, mode=FAST_CPU_MODE)
+
+
+def test_max_pool_values_equal_numpys_max_and_keep_nan():
+    rng = np.random.default_rng(2)
+    images = rng.normal(size=(2, 6, 4, 3)).astype("float32")
+    images[0, 1, 0, 2] = np.nan  # the first window's last position, channel 2
+    out = np.empty((2, 3, 2, 3), "float32")
+    conv_ops.max_pool_values(images, 2, out)
+    expected = images.reshape(2, 3, 2, 2, 2, 3).max(axis=(2, 4))
+    np.testing.assert_array_equal(out, expected)
+    assert np.isnan(out[0, 0, 0, 2]) and np.isfinite(np.delete(out.ravel(), 2)).all()
+
+
+def test_one_channel_tap_matrix_is_the_patch_matrix_transposed():
+    images = np.random.default_rng(3).normal(size=(3, 9, 7, 1))
+    np.testing.assert_array_equal(
+        conv_ops.tap_matrix(images, 3), conv_ops.patch_matrix(images, 3).T
+    )
