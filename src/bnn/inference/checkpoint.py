@@ -20,7 +20,7 @@ import os
 import sys
 import time
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +75,7 @@ class FitState:
     _arrays: dict[str, np.ndarray] = field(default_factory=dict)
     _generators: dict[str, np.random.Generator] = field(default_factory=dict)
     _shared: dict = field(default_factory=dict)
+    _synced: dict[str, tuple[Callable, Callable]] = field(default_factory=dict)
 
     def add_array(self, name: str, array: np.ndarray) -> None:
         """An array the engine updates in place (restored in place)."""
@@ -90,9 +91,16 @@ class FitState:
         for index, variable in enumerate(updated):
             self._shared[f"{prefix}{index}.{variable.name or variable.type}"] = variable
 
+    def add_synced(
+        self, name: str, read: Callable[[], np.ndarray], write: Callable[[np.ndarray], None]
+    ) -> None:
+        """An array held elsewhere (a JAX device): ``read()`` copies it, ``write`` replaces it."""
+        self._synced[name] = (read, write)
+
     def snapshot(self) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
         """Copies of the arrays, and the generators' states, keyed by name."""
         arrays = {name: array.copy() for name, array in self._arrays.items()}
+        arrays.update({name: np.array(read()) for name, (read, _) in self._synced.items()})
         generators = {name: g.bit_generator.state for name, g in self._generators.items()}
         for name, variable in self._shared.items():
             value = variable.get_value(borrow=False)
@@ -116,6 +124,8 @@ class FitState:
         """Put saved values back (check :meth:`mismatch` first)."""
         for name, array in self._arrays.items():
             array[...] = arrays[name]
+        for name, (_, write) in self._synced.items():
+            write(np.array(arrays[name]))
         for name, generator in self._generators.items():
             generator.bit_generator.state = generators[name]
         for name, variable in self._shared.items():

@@ -9,6 +9,7 @@ from bnn.data.dataset import LabelledImages
 from bnn.evaluation.metrics import accuracy
 from bnn.inference.checkpoint import Checkpoint
 from bnn.inference.fused import fit_fused
+from bnn.inference.jax_engine import fit_jax
 from bnn.inference.local_reparam import fit_local_reparam
 from bnn.inference.pymc_engine import fit_advi
 from bnn.inference.settings import AdviSettings, FitResult
@@ -81,11 +82,12 @@ def fit_model(
 ) -> FitResult:
     """Fit ``model`` (method advi or map) with the configured step engine.
 
-    ``settings.engine`` is ``fused`` (:func:`bnn.inference.fused.fit_fused`, the default)
-    or ``pymc`` (``pm.ADVI``'s own step, :func:`bnn.inference.pymc_engine.fit_advi`).
+    ``settings.engine`` is ``fused`` (:func:`bnn.inference.fused.fit_fused`, the default),
+    ``pymc`` (``pm.ADVI``'s own step, :func:`bnn.inference.pymc_engine.fit_advi`) or
+    ``jax`` (the whole step in JAX, :func:`bnn.inference.jax_engine.fit_jax`).
     """
-    engine = fit_fused if settings.engine == "fused" else fit_advi
-    return engine(model, settings, seed, progressbar, callbacks, checkpoint)
+    engines = {"fused": fit_fused, "pymc": fit_advi, "jax": fit_jax}
+    return engines[settings.engine](model, settings, seed, progressbar, callbacks, checkpoint)
 
 
 def posterior_mean_accuracy(posterior: Posterior, data: LabelledImages) -> float:

@@ -53,18 +53,53 @@ BETA1, BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
 CONFIG_FILE = "conf/inference/advi.yaml"
 
 
-def check_settings(settings: AdviSettings) -> None:
-    """Raise :class:`ConfigError` unless the fused engine implements these settings."""
+def check_settings(settings: AdviSettings, engine: str = "fused") -> None:
+    """Raise :class:`ConfigError` unless ``engine`` (fused or jax) implements these settings."""
     if settings.optimizer != "adam":
         raise ConfigError(
-            f"inference.engine=fused implements Adam only, got optimizer="
+            f"inference.engine={engine} implements Adam only, got optimizer="
             f"{settings.optimizer!r}. Use inference.optimizer=adam, or inference.engine=pymc "
             f"for PyMC's optimizers ({CONFIG_FILE})"
         )
     if settings.method not in ("advi", "map"):
         raise ConfigError(
-            f"inference.engine=fused fits method advi or map, got {settings.method!r} "
+            f"inference.engine={engine} fits method advi or map, got {settings.method!r} "
             f"({CONFIG_FILE})"
+        )
+
+
+def diverged_error(index: int, loss: float, variable: str) -> DivergedError:
+    """The error of a fit whose loss at step ``index`` (0-based) is not finite."""
+    return DivergedError(
+        f"ADVI diverged: the approximation of RV `{variable}` gave a loss of {loss} at step "
+        f"{index + 1}. Lower inference.learning_rate or inference.start_sigma, or set "
+        "inference.float_dtype=float64."
+    )
+
+
+def first_non_finite(ordering: dict, weights: np.ndarray, gradient: np.ndarray) -> str:
+    """The first variable whose ``weights`` or ``gradient`` are not finite (else the first one)."""
+    for name, where, _, _ in ordering.values():
+        if not (np.isfinite(weights[where]).all() and np.isfinite(gradient[where]).all()):
+            return name
+    return next(iter(ordering))
+
+
+def starting_approximation(model: pm.Model, settings: AdviSettings, seed: int) -> pm.MeanField:
+    """The ``pm.MeanField`` a fit starts from: seeded initial means, one starting sd.
+
+    ``seed`` draws the means as :func:`bnn.inference.pymc_engine.fit_advi` does; a MAP fit
+    (``settings.method="map"``) starts, and stays, at the sd ``MAP_SIGMA``.
+    """
+    start = initial_means(
+        model, settings.init_means, settings.init_scale, np.random.default_rng(seed)
+    )
+    start_sigma = MAP_SIGMA if settings.method == "map" else settings.start_sigma
+    with model:
+        return pm.MeanField(
+            start=start,
+            start_sigma={name: np.full(value.size, start_sigma) for name, value in start.items()},
+            random_seed=seed,
         )
 
 
@@ -85,16 +120,7 @@ def fit_fused(
     """
     check_settings(settings)
     began = time.perf_counter()
-    start = initial_means(
-        model, settings.init_means, settings.init_scale, np.random.default_rng(seed)
-    )
-    start_sigma = MAP_SIGMA if settings.method == "map" else settings.start_sigma
-    with model:
-        approx = pm.MeanField(
-            start=start,
-            start_sigma={name: np.full(value.size, start_sigma) for name, value in start.items()},
-            random_seed=seed,
-        )
+    approx = starting_approximation(model, settings, seed)
     group = approx.groups[0]
     # borrow=True: the shared variables' own arrays, so in-place updates are the fit.
     mu = group.params_dict["mu"].get_value(borrow=True)
@@ -110,10 +136,8 @@ def fit_fused(
         )
 
     def diverged(index: int, loss: float) -> DivergedError:
-        return DivergedError(
-            f"ADVI diverged: the approximation of RV `{step.first_non_finite(group.ordering)}` "
-            f"gave a loss of {loss} at step {index + 1}. Lower inference.learning_rate or "
-            "inference.start_sigma, or set inference.float_dtype=float64."
+        return diverged_error(
+            index, loss, first_non_finite(group.ordering, step.weights, step.gradient)
         )
 
     factors = MeanFieldFactors(approx)
@@ -197,12 +221,3 @@ class FusedStep:
         state.add_generator("noise", self.rng)
         state.add_updated_shared("minibatch", logp_gradient)
         return state
-
-    def first_non_finite(self, ordering: dict) -> str:
-        """The first variable whose weights or gradient are not finite (else the first one)."""
-        for name, where, _, _ in ordering.values():
-            if not (
-                np.isfinite(self.weights[where]).all() and np.isfinite(self.gradient[where]).all()
-            ):
-                return name
-        return next(iter(ordering))

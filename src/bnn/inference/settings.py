@@ -18,8 +18,9 @@ from bnn.core.errors import UserError
 OPTIMIZER_NAMES = ("adam", "adamax", "adagrad", "adagrad_window", "rmsprop", "momentum", "sgd")
 LR_DECAYS = ("none", "cosine")
 METHODS = ("advi", "map", "lrt")
-# How a step of advi/map is run: fused (bnn.inference.fused) or pm.ADVI's own step.
-ENGINES = ("fused", "pymc")
+# How a step of advi/map is run: fused (bnn.inference.fused), pm.ADVI's own step, or the
+# whole step under JAX (bnn.inference.jax_engine; CPU or GPU).
+ENGINES = ("fused", "pymc", "jax")
 # inference=map: the factors' sd, frozen. The draws are then the means to ~1e-6,
 # and the ADVI objective's gradient in the means is the gradient of log p(means).
 MAP_SIGMA = 1e-6

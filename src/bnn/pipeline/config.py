@@ -194,12 +194,12 @@ def advi_settings(inference: Mapping) -> AdviSettings:
         elbo_log_points=positive_int(group, inference, "elbo_log_points"),
         validate_every=positive_int(group, inference, "validate_every"),
     )
-    if settings.engine == "fused" and method != "lrt" and settings.optimizer != "adam":
+    if settings.engine != "pymc" and method != "lrt" and settings.optimizer != "adam":
         raise _fail(
             group,
             inference,
             "optimizer",
-            f"must be adam with inference.engine=fused (its update is Adam's), got "
+            f"must be adam with inference.engine={settings.engine} (its update is Adam's), got "
             f"{settings.optimizer!r}; set inference.engine=pymc for PyMC's other optimizers",
         )
     return settings

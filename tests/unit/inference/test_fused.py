@@ -211,3 +211,17 @@ def test_fused_fit_of_a_minibatch_conv_net_is_finite_and_reproducible():
             histories.append(fit_fused(model, settings, seed=3, progressbar=False).loss_history)
     assert np.isfinite(histories[0]).all()
     np.testing.assert_array_equal(histories[0], histories[1])
+
+
+def test_the_jax_engine_without_jax_names_the_install(monkeypatch):
+    """``make test`` runs without JAX (the benchmark group): the engine says how to get it."""
+    import sys
+
+    from bnn.inference.jax_engine import fit_jax
+
+    monkeypatch.setitem(sys.modules, "jax", None)  # `import jax` raises ImportError
+    settings = AdviSettings(engine="jax", n_iter=2)
+    with pytest.raises(ConfigError, match=r"needs JAX.*make bench-env"):
+        fit_jax(small_network_model(FixedNormal(1.0)), settings, seed=0)
+    with pytest.raises(ConfigError, match=r"inference\.engine=jax implements Adam only"):
+        fit_jax(small_network_model(FixedNormal(1.0)), AdviSettings(optimizer="sgd"), seed=0)

@@ -60,11 +60,15 @@ def test_default_config_validates():
         ("inference.learning_rate=0", "inference.learning_rate must be a finite positive number"),
         ("inference.lr_final_fraction=2", "inference.lr_final_fraction must be a number in [0, 1]"),
         ("inference.float_dtype=float16", "inference.float_dtype must be one of float32, float64"),
-        ("inference.engine=jax", "inference.engine must be one of fused, pymc"),
+        ("inference.engine=numba", "inference.engine must be one of fused, pymc, jax"),
         (
             "inference.optimizer=sgd",
             "inference.optimizer must be adam with inference.engine=fused (its update is "
             "Adam's), got 'sgd'; set inference.engine=pymc",
+        ),
+        (
+            "inference.engine=jax inference.optimizer=rmsprop",
+            "inference.optimizer must be adam with inference.engine=jax",
         ),
         (
             "prior.sigma=-1",
@@ -74,7 +78,7 @@ def test_default_config_validates():
     ],
 )
 def test_impossible_values_name_key_and_file(override, message):
-    cfg = composed([override])
+    cfg = composed(override.split())
     with pytest.raises(ConfigError) as error:
         config.model_spec(cfg.model)
         config.prior_family(cfg.prior)
