@@ -6,8 +6,11 @@ one run on this machine:
 - ADVI iterations per second after warm-up: ours (the default config, whose
   ``inference.engine=fused`` step is :mod:`bnn.inference.fused`); ``pm.fit(method="advi")``
   with PyMC's defaults (float64, default mode, initial point, optimizer); our
-  settings with PyMC's own step (``inference.engine=pymc``); and ours with the
-  local reparameterization estimator (``inference=lrt``);
+  settings with PyMC's own step (``inference.engine=pymc``); ours with the
+  local reparameterization estimator (``inference=lrt``); our settings with the
+  whole step in JAX (``inference.engine=jax``, on whatever device JAX finds: the
+  GPU row where there is one); and NumPyro's SVI on the same problem
+  (:mod:`benchmarks.numpyro_peer`);
 - the roofline: this machine's GEMM peak over the FLOPs of one step;
 - the time to draw the posterior predictive of ``draws`` x ``n_test`` images,
   ours and ``pm.sample_posterior_predictive`` on the same approximation;
@@ -56,6 +59,7 @@ KEYS = (
     "roofline_it_per_s",
     "dtype",
     "numpyro_it_per_s",
+    "jax_it_per_s",
     "ppc_seconds",
     "baseline_ppc_seconds",
     "fit_peak_rss_mb",
@@ -172,7 +176,12 @@ def measure_fit(job: dict) -> dict:
             }
             if "save_to" in job:
                 posterior.save(posterior.Posterior(result.means, result.stds, meta), job["save_to"])
-    return {"it_per_s": clock.rate_after(job["warmup"]), "dtype": dtype, "rss": peak_rss_mb()}
+    measured = {"it_per_s": clock.rate_after(job["warmup"]), "dtype": dtype, "rss": peak_rss_mb()}
+    if settings.engine == "jax":
+        import jax  # the engine imported it; JAX is the benchmark's own dependency group
+
+        measured["device"] = jax.default_backend()
+    return measured
 
 
 def measure_ppc(job: dict) -> dict:
@@ -282,6 +291,15 @@ def bench_network(network: str, budget: Budget, peaks: dict) -> dict:
             warmup=budget.warmup[network],
             iters=budget.iters[network],
         )
+        jax_step = in_worker(
+            "fit",
+            **common,
+            baseline=False,
+            engine="jax",
+            n_train=budget.n_train,
+            warmup=budget.warmup[network],
+            iters=budget.iters[network],
+        )
         numpyro = in_worker(
             "numpyro",
             **common,
@@ -313,6 +331,9 @@ def bench_network(network: str, budget: Budget, peaks: dict) -> dict:
         "numpyro_dtype": numpyro["dtype"],
         "numpyro_versions": numpyro["versions"],
         "speedup_vs_numpyro": fit["it_per_s"] / numpyro["it_per_s"],
+        "jax_it_per_s": jax_step["it_per_s"],
+        "jax_device": jax_step["device"],
+        "speedup_vs_jax": fit["it_per_s"] / jax_step["it_per_s"],
         "speedup_vs_baseline": fit["it_per_s"] / baseline["it_per_s"],
         "fraction_of_roofline": fit["it_per_s"] / roof,
         "ppc_speedup_vs_baseline": baseline_ppc["seconds"] / ppc["seconds"],
@@ -325,12 +346,12 @@ def bench_network(network: str, budget: Budget, peaks: dict) -> dict:
 
 
 def markdown(results: dict) -> str:
-    """The results as a GitHub table, ratios first."""
+    """The results as two GitHub tables (the fit, the posterior predictive), ratios beside."""
     lines = [
         "| network | dtype | fit it/s | PyMC default it/s | speed-up | PyMC step it/s "
-        "| speed-up | NumPyro it/s | speed-up | roofline it/s | of roofline | LRT it/s "
-        "| predictive s | PyMC predictive s | speed-up | fit RSS | predictive RSS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| speed-up | NumPyro it/s | speed-up | JAX engine it/s (device) | speed-up "
+        "| roofline it/s | of roofline | LRT it/s | fit RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for network, r in results.items():
         lines.append(
@@ -338,12 +359,29 @@ def markdown(results: dict) -> str:
             f"({r['baseline_dtype']}) | {r['speedup_vs_baseline']:.1f}x "
             f"| {r['pymc_step_it_per_s']:.1f} | {r['speedup_vs_pymc_step']:.1f}x "
             f"| {r['numpyro_it_per_s']:.1f} | {r['speedup_vs_numpyro']:.2f}x "
+            f"| {r['jax_it_per_s']:.1f} ({r['jax_device']}) | {r['speedup_vs_jax']:.2f}x "
             f"| {r['roofline_it_per_s']:.0f} | {100 * r['fraction_of_roofline']:.0f}% "
-            f"| {r['lrt_it_per_s']:.1f} "
-            f"| {r['ppc_seconds']:.1f} | {r['baseline_ppc_seconds']:.1f} "
-            f"| {r['ppc_speedup_vs_baseline']:.1f}x | {r['fit_peak_rss_mb']:.0f} MB "
+            f"| {r['lrt_it_per_s']:.1f} | {r['fit_peak_rss_mb']:.0f} MB |"
+        )
+    lines += [
+        "",
+        "| network | draws x images | predictive s | PyMC predictive s | speed-up "
+        "| predictive RSS |",
+        "|---|---|---|---|---|---|",
+    ]
+    for network, r in results.items():
+        lines.append(
+            f"| {network} | {r['ppc_draws']} x {r['ppc_images']} | {r['ppc_seconds']:.1f} "
+            f"| {r['baseline_ppc_seconds']:.1f} | {r['ppc_speedup_vs_baseline']:.1f}x "
             f"| {r['ppc_peak_rss_mb']:.0f} MB |"
         )
+    devices = {r["jax_device"] for r in results.values()}
+    if "gpu" not in devices:
+        lines += [
+            "",
+            f"No GPU row: JAX ran on {', '.join(sorted(devices))} here, so the JAX engine's "
+            "row is a CPU measurement and the GPU was not measured.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -47,8 +47,17 @@ def test_tiny_bench_writes_every_key_for_both_networks(tmp_path):
         assert values["speedup_vs_numpyro"] == pytest.approx(
             values["it_per_s"] / values["numpyro_it_per_s"]
         )
+        assert values["jax_device"] == "cpu"  # the CI machine has no GPU
+        assert values["speedup_vs_jax"] == pytest.approx(
+            values["it_per_s"] / values["jax_it_per_s"]
+        )
         assert values["speedup_vs_baseline"] == pytest.approx(
             values["it_per_s"] / values["baseline_it_per_s"]
         )
-    table = (tmp_path / "bench.md").read_text().splitlines()
-    assert [line.split("|")[1].strip() for line in table[2:]] == ["dense", "conv"]
+    fit_table, ppc_table, note = (tmp_path / "bench.md").read_text().split("\n\n")
+    for table in (fit_table, ppc_table):
+        assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == [
+            "dense",
+            "conv",
+        ]
+    assert note.startswith("No GPU row: JAX ran on cpu here")
