@@ -255,58 +255,19 @@ def in_worker(kind: str, **job) -> dict:
 def bench_network(network: str, budget: Budget, peaks: dict) -> dict:
     """Every measure of one network; the keys are :data:`KEYS` plus derived ratios."""
     common = {"network": network, "overrides": budget.overrides[network]}
+    training = {"n_train": budget.n_train, "warmup": budget.warmup[network]}
+    steps, baseline_steps = budget.iters[network], budget.baseline_iters[network]
     with tempfile.TemporaryDirectory(prefix="bnn-bench-") as saved:
-        fit = in_worker(
-            "fit",
-            **common,
-            baseline=False,
-            n_train=budget.n_train,
-            save_to=saved,
-            warmup=budget.warmup[network],
-            iters=budget.iters[network],
-        )
-        baseline = in_worker(
-            "fit",
-            **common,
-            baseline=True,
-            n_train=budget.n_train,
-            warmup=budget.warmup[network],
-            iters=budget.baseline_iters[network],
-        )
-        pymc_step = in_worker(
-            "fit",
-            **common,
-            baseline=False,
-            engine="pymc",
-            n_train=budget.n_train,
-            warmup=budget.warmup[network],
-            iters=budget.baseline_iters[network],
-        )
-        lrt = in_worker(
-            "fit",
-            **common,
-            baseline=False,
-            method="lrt",
-            n_train=budget.n_train,
-            warmup=budget.warmup[network],
-            iters=budget.iters[network],
-        )
-        jax_step = in_worker(
-            "fit",
-            **common,
-            baseline=False,
-            engine="jax",
-            n_train=budget.n_train,
-            warmup=budget.warmup[network],
-            iters=budget.iters[network],
-        )
-        numpyro = in_worker(
-            "numpyro",
-            **common,
-            n_train=budget.n_train,
-            warmup=budget.warmup[network],
-            iters=budget.iters[network],
-        )
+
+        def timed_fit(iters: int, **job) -> dict:
+            return in_worker("fit", **common, **training, iters=iters, **job)
+
+        fit = timed_fit(steps, baseline=False, save_to=saved)
+        baseline = timed_fit(baseline_steps, baseline=True)
+        pymc_step = timed_fit(baseline_steps, baseline=False, engine="pymc")
+        lrt = timed_fit(steps, baseline=False, method="lrt")
+        jax_step = timed_fit(steps, baseline=False, engine="jax")
+        numpyro = in_worker("numpyro", **common, **training, iters=steps)
         ppc_jobs = {"posterior": saved, "n_test": budget.n_test, "draws": budget.draws}
         ppc = in_worker("ppc", **common, **ppc_jobs, baseline=False)
         baseline_ppc = in_worker("ppc", **common, **ppc_jobs, baseline=True)
