@@ -9,7 +9,8 @@ keeps everything that defines the fit and splits the step where each part runs
 fastest:
 
 1. :math:`\varepsilon \sim \mathcal{N}(0, I)`: Box–Muller on NumPy's SIMD ufuncs;
-2. :math:`w = \mu + \mathrm{softplus}(\rho)\,\varepsilon`: NumPy plus one vectorised loop;
+2. :math:`w = \mu + \mathrm{softplus}(\rho)\,\varepsilon` and the sums of :math:`\log q`: one
+   vectorised loop;
 3. :math:`\log p(w)` and :math:`\nabla_w \log p(w)`: the PyMC model's own
    ``model.logp()``, compiled by PyTensor (:mod:`bnn.inference.logp_gradient`);
 4. the gradient of the negative ELBO in :math:`(\mu, \rho)` and the Adam update:
@@ -185,10 +186,11 @@ class FusedStep:
         A non-finite loss leaves the parameters as they were.
         """
         standard_normal(self.rng, self.noise, self.scratch)
-        draw_weights(self.mu, self.rho, self.noise, self.weights, self.sigma, self.slope)
+        log_sigma_sum, noise_sum = draw_weights(
+            self.mu, self.rho, self.noise, self.weights, self.sigma, self.slope
+        )
         logp, self.gradient = logp_gradient(self.weights)
-        log_sigma = np.log(self.sigma, out=self.scratch[: self.sigma.size])
-        log_q = -0.5 * float(np.dot(self.noise, self.noise)) - log_sigma.sum(dtype=np.float64)
+        log_q = -0.5 * noise_sum - log_sigma_sum
         loss = (log_q - self.log_2pi - float(logp)) * float(scale)
         if not math.isfinite(loss):
             return loss

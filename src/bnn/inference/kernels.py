@@ -6,10 +6,11 @@ weights, turn the gradient in the weights into gradients in the parameters, and
 update them with Adam. PyTensor compiles each of these as its own scalar loop and
 costs about as much time as the matrix products (``../shared/FACTS.md``). Here:
 
-- the noise is Box–Muller on NumPy's SIMD ``log``/``sqrt``/``cos``/``sin``
-  (:func:`standard_normal`);
-- the weights :math:`w = \mu + \mathrm{softplus}(\rho)\,\varepsilon` take NumPy's
-  SIMD ``exp``/``log1p`` and one loop (:func:`draw_weights`);
+- the noise is Box–Muller, in float32 one vectorised loop over the generator's raw
+  64-bit words (:func:`standard_normal`);
+- the weights :math:`w = \mu + \mathrm{softplus}(\rho)\,\varepsilon`, the sigmoid the
+  gradient needs and :math:`\sum \log \sigma` for the loss are one loop on
+  vectorisable float32 polynomials (:func:`draw_weights`, :mod:`~bnn.inference.float32_math`);
 - the gradient of the negative ELBO and the Adam update are one loop
   (:func:`adam_step`), the same arithmetic as ``pm.adam``.
 
@@ -22,11 +23,22 @@ then waits for them (measured: 0.36 ms alone, 6 ms right after a GEMM).
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
+
+from bnn.inference.float32_math import cos_sin_turns, log_normal, softplus_sigmoid_log
 
 # Vectorisable loops: no Python division checks, reassociation allowed. Cached on disk.
-_vector_loop = numba.njit(fastmath=True, error_model="numpy", cache=True)
+_VECTOR_OPTIONS = {"fastmath": True, "error_model": "numpy"}
+_vector_loop = numba.njit(cache=True, **_VECTOR_OPTIONS)
+# Values per block of the weights pass's sums: few enough that a block's float32 sum
+# keeps float32 accuracy, enough to hide the call (the fastest size in step_phases).
+SUM_BLOCK = 1024
+_UNIT_24 = np.float32(2.0**-24)
 
 
 def standard_normal(rng: np.random.Generator, out: np.ndarray, scratch: np.ndarray) -> None:
@@ -37,6 +49,10 @@ def standard_normal(rng: np.random.Generator, out: np.ndarray, scratch: np.ndarr
     In float32 the smallest :math:`u_1` is :math:`2^{-24}`, so :math:`|z|` stops at
     5.77 (a draw beyond that has probability 8e-9 under N(0, 1)).
 
+    In float32 each pair takes one 64-bit word of the generator (24 bits per uniform) and
+    the whole transform is one vectorised loop (:mod:`bnn.inference.float32_math`); in
+    float64 the uniforms are the generator's doubles and the transform NumPy's ufuncs.
+
     Parameters
     ----------
     rng : numpy.random.Generator
@@ -45,7 +61,11 @@ def standard_normal(rng: np.random.Generator, out: np.ndarray, scratch: np.ndarr
         1-D, float32 or float64; overwritten.
     scratch : ndarray
         1-D, same dtype, at least ``out.size + 1`` long; overwritten.
+
     """
+    if out.dtype == np.float32:
+        _box_muller_float32(rng.bit_generator.random_raw((out.size + 1) // 2), out)
+        return
     pairs = (out.size + 1) // 2
     uniforms = scratch[: 2 * pairs]
     rng.random(out=uniforms, dtype=uniforms.dtype)
@@ -63,6 +83,48 @@ def standard_normal(rng: np.random.Generator, out: np.ndarray, scratch: np.ndarr
     out[half:] = angle[: out.size - half]
 
 
+@_vector_loop
+def _box_muller_float32(words, out):
+    half = out.size // 2
+    for i in range(half):
+        radius, cos_angle, sin_angle = _polar_pair(words[i])
+        out[i] = radius * cos_angle
+        out[half + i] = radius * sin_angle
+    if out.size % 2:  # the last pair gives its sine only, as the float64 layout does
+        radius, _, sin_angle = _polar_pair(words[half])
+        out[out.size - 1] = radius * sin_angle
+
+
+@numba.njit(inline="always", **_VECTOR_OPTIONS)
+def _polar_pair(word):
+    # Two 24-bit uniforms from one 64-bit word: u1 in (0, 1] (log stays finite), u2 in [0, 1).
+    u1 = np.float32(np.int32((word >> np.uint64(40)) + np.uint64(1))) * _UNIT_24
+    u2 = np.float32(np.int32((word >> np.uint64(16)) & np.uint64(0xFFFFFF))) * _UNIT_24
+    cos_angle, sin_angle = cos_sin_turns(u2)
+    return np.sqrt(np.float32(-2) * log_normal(u1)), cos_angle, sin_angle
+
+
+def _softplus_sigmoid_log(rho):
+    """``softplus(rho)``, ``sigmoid(rho)``, ``log softplus(rho)``: Numba's overloads below."""
+    raise NotImplementedError("called from Numba loops only")
+
+
+@overload(_softplus_sigmoid_log, inline="always", jit_options=_VECTOR_OPTIONS)
+def _softplus_sigmoid_log_of(rho):
+    if rho == types.float32:
+        return lambda rho: softplus_sigmoid_log(rho)  # vectorised polynomials
+    if rho == types.float64:
+        return _softplus_sigmoid_log_float64
+    return None
+
+
+def _softplus_sigmoid_log_float64(rho):
+    # The C library's exp, log1p and log: scalar, but float64 fits ask for precision.
+    e = math.exp(-abs(rho))
+    sigma = max(rho, 0.0) + math.log1p(e)
+    return sigma, (1.0 if rho >= 0 else e) / (1.0 + e), math.log(sigma)
+
+
 def draw_weights(
     mu: np.ndarray,
     rho: np.ndarray,
@@ -70,31 +132,46 @@ def draw_weights(
     weights: np.ndarray,
     sigma: np.ndarray,
     slope: np.ndarray,
-) -> None:
-    r"""``weights = mu + softplus(rho) * noise``; keeps ``sigma = softplus(rho)`` and ``slope``.
+) -> tuple[float, float]:
+    r"""``weights = mu + softplus(rho) * noise``, in one pass; returns the sums log q needs.
 
-    ``slope`` is :math:`\sigma'(\rho) = \mathrm{sigmoid}(\rho)`, which the gradient
-    step needs. Softplus is taken in the overflow-free form
-    :math:`\max(\rho, 0) + \log(1 + e^{-|\rho|})`. All arrays are 1-D, one dtype;
-    ``weights``, ``sigma`` and ``slope`` are overwritten.
+    Keeps ``sigma = softplus(rho)`` and ``slope`` :math:`= \sigma'(\rho) =
+    \mathrm{sigmoid}(\rho)`, which the gradient step needs, and returns
+    :math:`(\sum \log \sigma, \sum \varepsilon^2)` as Python floats. All arrays are 1-D,
+    one dtype; ``weights``, ``sigma`` and ``slope`` are overwritten. In float32 the
+    transcendental functions are :mod:`bnn.inference.float32_math`'s, so the whole pass is
+    one vectorised loop.
     """
-    np.abs(rho, out=slope)
-    np.negative(slope, out=slope)
-    np.exp(slope, out=slope)  # e = exp(-|rho|), in (0, 1]
-    np.log1p(slope, out=sigma)
-    _finish_weights(mu, rho, noise, weights, sigma, slope)
+    return _draw_weights(mu, rho, noise, weights, sigma, slope)
 
 
 @_vector_loop
-def _finish_weights(mu, rho, noise, weights, sigma, slope):
-    one, zero = mu.dtype.type(1), mu.dtype.type(0)
+def _draw_weights(mu, rho, noise, weights, sigma, slope):
+    # Sums in blocks: a block's vectorised sum in the arrays' dtype, the total in float64
+    # (a float64 accumulator in the loop itself would keep a float32 loop scalar).
+    log_sigma_sum, noise_sum = 0.0, 0.0
+    for start in range(0, mu.size, SUM_BLOCK):
+        block = slice(start, min(start + SUM_BLOCK, mu.size))
+        block_log_sigma, block_noise = _draw_block(
+            mu[block], rho[block], noise[block], weights[block], sigma[block], slope[block]
+        )
+        log_sigma_sum += block_log_sigma
+        noise_sum += block_noise
+    return log_sigma_sum, noise_sum
+
+
+@_vector_loop
+def _draw_block(mu, rho, noise, weights, sigma, slope):
+    # Indices from 0 over views: a loop over range(start, stop) is not vectorised.
+    log_sigma_sum, noise_sum = mu.dtype.type(0), mu.dtype.type(0)
     for i in range(mu.size):
-        r, e = rho[i], slope[i]
-        s = max(r, zero) + sigma[i]
-        sigma[i] = s
-        # sigmoid(rho) = 1 / (1 + e^-rho) = e^-|rho| / (1 + e^-|rho|) for rho < 0
-        slope[i] = (one if r >= zero else e) / (one + e)
-        weights[i] = mu[i] + s * noise[i]
+        s, sigma_slope, log_sigma = _softplus_sigmoid_log(rho[i])
+        z = noise[i]
+        sigma[i], slope[i] = s, sigma_slope
+        weights[i] = mu[i] + s * z
+        log_sigma_sum += log_sigma
+        noise_sum += z * z
+    return log_sigma_sum, noise_sum
 
 
 @_vector_loop

@@ -13,7 +13,7 @@ from scipy import stats
 from bnn.core.errors import ConfigError
 from bnn.inference.fitting import fit_model
 from bnn.inference.fused import ADAM_EPSILON, BETA1, BETA2, FusedStep, fit_fused
-from bnn.inference.kernels import draw_weights, standard_normal
+from bnn.inference.kernels import SUM_BLOCK, draw_weights, standard_normal
 from bnn.inference.logp_gradient import FAST_CPU_MODE, NumpyTanh, compile_logp_gradient
 from bnn.inference.settings import AdviSettings, DivergedError
 from bnn.model.networks import build_network
@@ -37,16 +37,35 @@ def test_standard_normal_draws_are_standard_normal_and_seeded(dtype):
     np.testing.assert_array_equal(draws, again)
 
 
-def test_draw_weights_is_mu_plus_softplus_rho_times_noise():
-    rho = np.array([-40.0, -7.0, -1.0, 0.0, 0.5, 3.0, 25.0, 90.0], np.float32)
-    mu = np.linspace(-1, 1, rho.size).astype(np.float32)
-    noise = np.linspace(2, -2, rho.size).astype(np.float32)
+def test_float32_normals_are_box_muller_of_the_generators_raw_words():
+    # The float32 stream, defined: pair i is 64-bit word i, u1 from its top 24 bits,
+    # u2 from the next 24; the cosines fill the first half, the sines the second.
+    draws = np.empty(11, np.float32)
+    standard_normal(np.random.default_rng(5), draws, np.empty(12, np.float32))
+    words = np.random.default_rng(5).bit_generator.random_raw(6)
+    u1 = ((words >> 40) + 1) * 2.0**-24
+    u2 = ((words >> 16) & 0xFFFFFF) * 2.0**-24
+    radius, angle = np.sqrt(-2 * np.log(u1)), 2 * np.pi * u2
+    expected = np.concatenate([(radius * np.cos(angle))[:5], radius * np.sin(angle)])
+    # Different computations (float32 polynomials, float64 libm): float32 tolerance.
+    np.testing.assert_allclose(draws, expected, rtol=5e-7, atol=5e-7)
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [(np.float32, 5e-7), (np.float64, 1e-14)])
+def test_draw_weights_is_mu_plus_softplus_rho_times_noise(dtype, rtol):
+    rho = np.array([-40.0, -7.0, -1.0, 0.0, 0.5, 3.0, 25.0, 90.0] * 300, dtype)
+    mu = np.linspace(-1, 1, rho.size).astype(dtype)
+    noise = np.linspace(2, -2, rho.size).astype(dtype)
     weights, sigma, slope = (np.empty_like(rho) for _ in range(3))
-    draw_weights(mu, rho, noise, weights, sigma, slope)
+    log_sigma_sum, noise_sum = draw_weights(mu, rho, noise, weights, sigma, slope)
     exact_sigma = np.logaddexp(0, rho.astype(np.float64))
-    np.testing.assert_allclose(sigma, exact_sigma, rtol=1e-6)
-    np.testing.assert_allclose(slope, 1 / (1 + np.exp(-rho.astype(np.float64))), rtol=1e-6)
-    np.testing.assert_allclose(weights, mu + exact_sigma * noise, rtol=1e-6)
+    np.testing.assert_allclose(sigma, exact_sigma, rtol=rtol)
+    np.testing.assert_allclose(slope, 1 / (1 + np.exp(-rho.astype(np.float64))), rtol=rtol)
+    np.testing.assert_allclose(weights, mu + exact_sigma * noise, rtol=rtol, atol=rtol)
+    # The sums of log q, over more than one of the loop's blocks.
+    assert rho.size > 2 * SUM_BLOCK
+    assert log_sigma_sum == pytest.approx(np.log(exact_sigma).sum(), rel=rtol)
+    assert noise_sum == pytest.approx(np.square(noise, dtype=np.float64).sum(), rel=rtol)
 
 
 def test_numpy_tanh_value_and_gradient():
