@@ -6,8 +6,8 @@ weights, turn the gradient in the weights into gradients in the parameters, and
 update them with Adam. PyTensor compiles each of these as its own scalar loop and
 costs about as much time as the matrix products (``../shared/FACTS.md``). Here:
 
-- the noise is Box–Muller, in float32 one vectorised loop over the generator's raw
-  64-bit words (:func:`standard_normal`);
+- the noise is Box–Muller on the generator's uniforms, in float32 one vectorised loop
+  (:func:`standard_normal`);
 - the weights :math:`w = \mu + \mathrm{softplus}(\rho)\,\varepsilon`, the sigmoid the
   gradient needs and :math:`\sum \log \sigma` for the loss are one loop on
   vectorisable float32 polynomials (:func:`draw_weights`, :mod:`~bnn.inference.float32_math`);
@@ -38,7 +38,6 @@ _vector_loop = numba.njit(cache=True, **_VECTOR_OPTIONS)
 # Values per block of the weights pass's sums: few enough that a block's float32 sum
 # keeps float32 accuracy, enough to hide the call (the fastest size in step_phases).
 SUM_BLOCK = 1024
-_UNIT_24 = np.float32(2.0**-24)
 
 
 def standard_normal(rng: np.random.Generator, out: np.ndarray, scratch: np.ndarray) -> None:
@@ -49,9 +48,8 @@ def standard_normal(rng: np.random.Generator, out: np.ndarray, scratch: np.ndarr
     In float32 the smallest :math:`u_1` is :math:`2^{-24}`, so :math:`|z|` stops at
     5.77 (a draw beyond that has probability 8e-9 under N(0, 1)).
 
-    In float32 each pair takes one 64-bit word of the generator (24 bits per uniform) and
-    the whole transform is one vectorised loop (:mod:`bnn.inference.float32_math`); in
-    float64 the uniforms are the generator's doubles and the transform NumPy's ufuncs.
+    The uniforms are the generator's, in ``out``'s dtype. In float32 the transform is one
+    vectorised loop (:mod:`bnn.inference.float32_math`); in float64, NumPy's ufuncs.
 
     Parameters
     ----------
@@ -63,12 +61,12 @@ def standard_normal(rng: np.random.Generator, out: np.ndarray, scratch: np.ndarr
         1-D, same dtype, at least ``out.size + 1`` long; overwritten.
 
     """
-    if out.dtype == np.float32:
-        _box_muller_float32(rng.bit_generator.random_raw((out.size + 1) // 2), out)
-        return
     pairs = (out.size + 1) // 2
     uniforms = scratch[: 2 * pairs]
     rng.random(out=uniforms, dtype=uniforms.dtype)
+    if out.dtype == np.float32:
+        _box_muller_float32(uniforms[:pairs], uniforms[pairs:], out)
+        return
     radius, angle = uniforms[:pairs], uniforms[pairs:]
     np.subtract(1, radius, out=radius)  # [0, 1) -> (0, 1]: log stays finite
     np.log(radius, out=radius)
@@ -84,24 +82,23 @@ def standard_normal(rng: np.random.Generator, out: np.ndarray, scratch: np.ndarr
 
 
 @_vector_loop
-def _box_muller_float32(words, out):
+def _box_muller_float32(radius_uniforms, angle_uniforms, out):
     half = out.size // 2
     for i in range(half):
-        radius, cos_angle, sin_angle = _polar_pair(words[i])
+        radius, cos_angle, sin_angle = _polar_pair(radius_uniforms[i], angle_uniforms[i])
         out[i] = radius * cos_angle
         out[half + i] = radius * sin_angle
     if out.size % 2:  # the last pair gives its sine only, as the float64 layout does
-        radius, _, sin_angle = _polar_pair(words[half])
+        radius, _, sin_angle = _polar_pair(radius_uniforms[half], angle_uniforms[half])
         out[out.size - 1] = radius * sin_angle
 
 
 @numba.njit(inline="always", **_VECTOR_OPTIONS)
-def _polar_pair(word):
-    # Two 24-bit uniforms from one 64-bit word: u1 in (0, 1] (log stays finite), u2 in [0, 1).
-    u1 = np.float32(np.int32((word >> np.uint64(40)) + np.uint64(1))) * _UNIT_24
-    u2 = np.float32(np.int32((word >> np.uint64(16)) & np.uint64(0xFFFFFF))) * _UNIT_24
-    cos_angle, sin_angle = cos_sin_turns(u2)
-    return np.sqrt(np.float32(-2) * log_normal(u1)), cos_angle, sin_angle
+def _polar_pair(radius_uniform, angle_uniform):
+    # 1 - u: [0, 1) -> (0, 1], so the log stays finite.
+    log_u = log_normal(np.float32(1) - radius_uniform)
+    cos_angle, sin_angle = cos_sin_turns(angle_uniform)
+    return np.sqrt(np.float32(-2) * log_u), cos_angle, sin_angle
 
 
 def _softplus_sigmoid_log(rho):

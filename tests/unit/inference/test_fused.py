@@ -37,15 +37,14 @@ def test_standard_normal_draws_are_standard_normal_and_seeded(dtype):
     np.testing.assert_array_equal(draws, again)
 
 
-def test_float32_normals_are_box_muller_of_the_generators_raw_words():
-    # The float32 stream, defined: pair i is 64-bit word i, u1 from its top 24 bits,
-    # u2 from the next 24; the cosines fill the first half, the sines the second.
+def test_float32_normals_are_box_muller_of_the_generators_uniforms():
+    # The float32 stream, defined: 2 * pairs float32 uniforms, the first half giving
+    # the radii (of 1 - u) and the second the angles; cosines first, then sines.
     draws = np.empty(11, np.float32)
     standard_normal(np.random.default_rng(5), draws, np.empty(12, np.float32))
-    words = np.random.default_rng(5).bit_generator.random_raw(6)
-    u1 = ((words >> 40) + 1) * 2.0**-24
-    u2 = ((words >> 16) & 0xFFFFFF) * 2.0**-24
-    radius, angle = np.sqrt(-2 * np.log(u1)), 2 * np.pi * u2
+    uniforms = np.random.default_rng(5).random(12, dtype=np.float32).astype(np.float64)
+    radius = np.sqrt(-2 * np.log(1 - uniforms[:6]))
+    angle = 2 * np.pi * uniforms[6:]
     expected = np.concatenate([(radius * np.cos(angle))[:5], radius * np.sin(angle)])
     # Different computations (float32 polynomials, float64 libm): float32 tolerance.
     np.testing.assert_allclose(draws, expected, rtol=5e-7, atol=5e-7)
