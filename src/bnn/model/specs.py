@@ -119,12 +119,14 @@ class ConvSpec:
 
     @property
     def widest_output(self) -> int:
-        """Values per image in the widest layer output, a conv map before pooling."""
-        conv_maps = [
-            (shape[0] - self.kernel_size + 1) * (shape[1] - self.kernel_size + 1) * out[2]
-            for _, shape, out in self.conv_shapes
-        ]
-        return max([*conv_maps, *self.dense_sizes[1:]])
+        """Values per image in the widest layer output that a forward pass keeps whole.
+
+        A conv block keeps its pooled maps: its maps at full resolution are made
+        one cache-sized block of images at a time
+        (:func:`bnn.predictive.forward.convolve_pool`).
+        """
+        pooled = [math.prod(out) for _, _, out in self.conv_shapes]
+        return max([*pooled, *self.dense_sizes[1:]])
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """``{layer}_W`` and ``{layer}_b`` of every layer; a conv's W is (k, k, c_in, c_out)."""

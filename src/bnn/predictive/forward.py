@@ -8,11 +8,22 @@ BLAS uses every core.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from bnn.core.mnist import IMAGE_SHAPE
+from bnn.model.conv_ops import (
+    CACHE_BLOCK_BYTES,
+    batch_blocks,
+    image_blocks,
+    patch_matrix,
+    tap_matrix,
+)
 from bnn.model.specs import ConvSpec, DenseSpec
+
+# A conv block's maps at full resolution are made this many bytes at a time
+# (:func:`convolve_pool`): the L2 cache of one core, as in the training kernels.
+MAP_BLOCK_BYTES = CACHE_BLOCK_BYTES
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -48,49 +59,96 @@ def _dense_stack(outputs: np.ndarray, names: list[str], weights: dict) -> np.nda
 
 
 def conv2d(images: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """'Valid' convolution of channels-last images under each draw, as im2col and matmul.
+    """'Valid' convolution of channels-last images under each draw, plus the bias.
 
     ``images`` (1 or draws, n, h, w, c_in), ``kernel`` (draws, k, k, c_in, c_out),
     ``bias`` (draws, c_out); returns (draws, n, h - k + 1, w - k + 1, c_out).
     """
-    return _convolve(images, kernel) + bias[:, None, None, None, :]
+    return convolve_pool(images, kernel, bias, pool_size=1)
 
 
-def _patches(images: np.ndarray, size: int) -> np.ndarray:
-    """im2col: (lead, n, out_h, out_w, size**2 * c_in), in the kernel's (k, k, c_in) order."""
-    windows = sliding_window_view(images, (size, size), axis=(2, 3))
-    return windows.transpose(0, 1, 2, 3, 5, 6, 4).reshape(*windows.shape[:4], -1)
+def convolve_pool(
+    images: np.ndarray, kernel: np.ndarray, bias: np.ndarray, pool_size: int
+) -> np.ndarray:
+    """Convolution, ``pool_size`` max-pool, bias, under each draw: (draws, n, h', w', c_out).
 
-
-def _convolve(images: np.ndarray, kernel: np.ndarray, pool_size: int = 1) -> np.ndarray:
-    """Convolution without bias, max-pooled by ``pool_size``: (draws, n, h', w', c_out)."""
-    draws, size, _, _, c_out = kernel.shape
-    patches = _patches(images, size)
-    lead, n_images, out_h, out_w, width = patches.shape
-    if lead == 1:
-        # One input for every draw (the first layer): one GEMM with the draws
-        # folded into the output channels, pooled before the draws are split out.
-        folded = kernel.reshape(draws, width, c_out).transpose(1, 0, 2).reshape(width, -1)
-        outputs = max_pool(patches[0] @ folded, pool_size)
-        pooled = outputs.reshape(*outputs.shape[:3], draws, c_out)
-        return np.ascontiguousarray(pooled.transpose(3, 0, 1, 2, 4))
-    outputs = patches.reshape(lead, -1, width) @ kernel.reshape(draws, width, c_out)
-    return max_pool(outputs.reshape(draws, n_images, out_h, out_w, c_out), pool_size)
-
-
-def max_pool(images: np.ndarray, size: int) -> np.ndarray:
-    """Non-overlapping ``size`` x ``size`` max-pooling over the (h, w) axes of (..., h, w, c).
-
-    An elementwise maximum of the ``size**2`` strided views of the window
-    offsets: no reshape of the whole array, one pass per offset.
+    The maps at full resolution are made one cache-sized block of images at a
+    time (:data:`MAP_BLOCK_BYTES`): im2col, one GEMM, then one pass that pools,
+    adds the bias and writes each draw's pooled maps. They never leave the cache,
+    and the patch matrix of a deeper layer (25 times its input) is never built
+    for more than a block. A first layer, with one input for every draw, folds
+    the draws into the GEMM's output channels.
     """
-    if size == 1:
-        return images
-    offsets = [images[..., row::size, col::size, :] for row in range(size) for col in range(size)]
-    pooled = np.maximum(offsets[0], offsets[1])
-    for view in offsets[2:]:
-        np.maximum(pooled, view, out=pooled)
+    draws, size, _, _, c_out = kernel.shape
+    lead, n_images, height, width, _ = images.shape
+    out_h, out_w = height - size + 1, width - size + 1
+    pooled = np.empty(
+        (draws, n_images, out_h // pool_size, out_w // pool_size, c_out), images.dtype
+    )
+    bias = bias.astype(images.dtype, copy=False)
+    if lead == 1:
+        folded = kernel.reshape(draws, -1, c_out).transpose(1, 0, 2).reshape(-1, draws * c_out)
+        folded = np.ascontiguousarray(folded, dtype=images.dtype)
+        per_image = out_h * out_w * draws * c_out * images.itemsize
+        for block in batch_blocks(n_images, per_image, MAP_BLOCK_BYTES):
+            maps = np.dot(_patch_rows(images[0, block], size), folded)
+            _pool_add_bias(
+                maps.reshape(-1, out_h, out_w, draws, c_out), bias, pool_size, pooled[:, block]
+            )
+        return pooled
+    for draw in range(draws):
+        matrix = np.ascontiguousarray(kernel[draw].reshape(-1, c_out), dtype=images.dtype)
+        for block in image_blocks(images[draw], size, MAP_BLOCK_BYTES):
+            maps = np.dot(_patch_rows(images[draw, block], size), matrix)
+            _pool_add_bias(
+                maps.reshape(-1, out_h, out_w, 1, c_out),
+                bias[draw : draw + 1],
+                pool_size,
+                pooled[draw : draw + 1, block],
+            )
     return pooled
+
+
+def _patch_rows(images: np.ndarray, size: int) -> np.ndarray:
+    """im2col of channels-last images, (n * out_h * out_w, k * k * c_in)."""
+    if images.shape[3] == 1:  # one channel: the transposed tap matrix, 25 contiguous copies
+        return tap_matrix(images, size).T
+    return patch_matrix(images, size)
+
+
+@numba.njit(error_model="numpy", cache=True, inline="always")
+def _nan_max(a, b):
+    # NaN wins, as in np.maximum: a diverged draw shows, instead of vanishing in the pool.
+    return a if a > b or a != a else b
+
+
+@numba.njit(error_model="numpy", cache=True)
+def _pool_add_bias(maps, bias, size, out):
+    """``out[d, b, ph, pw] = max over the window of maps[b, h, w, d] + bias[d]``.
+
+    ``maps`` (images, out_h, out_w, draws, channels), ``bias`` (draws, channels),
+    ``out`` (draws, images, out_h // size, out_w // size, channels). The window's
+    maximum is taken over all draws' channels at once, one contiguous row.
+    """
+    batch, _, _, draws, channels = maps.shape
+    pooled_h, pooled_w = out.shape[2], out.shape[3]
+    rows = maps.reshape(batch, maps.shape[1], maps.shape[2], draws * channels)
+    flat_bias = bias.reshape(draws * channels)
+    best = np.empty(draws * channels, maps.dtype)
+    for b in range(batch):
+        for ph in range(pooled_h):
+            for pw in range(pooled_w):
+                first = rows[b, ph * size, pw * size]
+                for k in range(draws * channels):
+                    best[k] = first[k]
+                for offset in range(1, size * size):
+                    row = rows[b, ph * size + offset // size, pw * size + offset % size]
+                    for k in range(draws * channels):
+                        best[k] = _nan_max(best[k], row[k])
+                for d in range(draws):
+                    target = out[d, b, ph, pw]
+                    for c in range(channels):
+                        target[c] = best[d * channels + c] + flat_bias[d * channels + c]
 
 
 def conv_logits(images: np.ndarray, spec: ConvSpec, weights: dict[str, np.ndarray]) -> np.ndarray:
@@ -104,8 +162,9 @@ def conv_logits(images: np.ndarray, spec: ConvSpec, weights: dict[str, np.ndarra
     """
     outputs = images.reshape(1, len(images), *IMAGE_SHAPE, 1)
     for layer, _, _ in spec.conv_shapes:
-        outputs = _convolve(outputs, weights[f"{layer}_W"], spec.pool_size)
-        outputs += weights[f"{layer}_b"][:, None, None, None, :]
+        outputs = convolve_pool(
+            outputs, weights[f"{layer}_W"], weights[f"{layer}_b"], spec.pool_size
+        )
         np.tanh(outputs, out=outputs)
     outputs = outputs.reshape(outputs.shape[0], len(images), spec.n_features)
     return _dense_stack(outputs, spec.dense_names, weights)
@@ -115,10 +174,12 @@ def conv_logits(images: np.ndarray, spec: ConvSpec, weights: dict[str, np.ndarra
 FORWARDS = {"dense": dense_logits, "conv": conv_logits}
 
 # Blocks of draws x images whose widest layer output fits in about this much
-# memory stay in the CPU's caches between the passes over them (GEMM, pool,
-# bias, tanh). Measured here, 100 draws of the conv net (24x24x32 maps): 66 s
-# per 10k images at 16 MiB, 60 s at 8 MiB, 56 s at 6 MiB, 62 s at 1.5 MiB;
-# the dense net (800 units) gives up 6% at 6 MiB (196 images) against 16 MiB.
+# memory stay in the CPU's caches between the passes over them (GEMM, bias,
+# tanh). Measured here: the dense net (800 units) gives up 6% at 6 MiB (196
+# images) against 16 MiB. The conv net's widest kept output is its pooled first
+# maps (34 images of 10 draws); its full-resolution maps are blocked apart
+# (MAP_BLOCK_BYTES), and 34 against 100 images per chunk made no difference
+# larger than this machine's noise.
 CHUNK_BYTES = 6 * 2**20
 
 

@@ -69,16 +69,43 @@ def test_pool_then_bias_then_tanh_equals_conv_tanh_pool(rng, lead):
     images = rng.normal(size=(lead, 2, 10, 10, 2))  # 9x9 maps, 3x3 pools
     kernel = rng.normal(size=(3, 2, 2, 2, 4))
     bias = rng.normal(size=(3, 4))
-    reordered = forward._convolve(images, kernel, pool_size=3) + bias[:, None, None, None, :]
-    expected = forward.max_pool(np.tanh(forward.conv2d(images, kernel, bias)), 3)
-    np.testing.assert_allclose(np.tanh(reordered), expected, rtol=1e-12)
+    got = np.tanh(forward.convolve_pool(images, kernel, bias, pool_size=3))
+    for draw in range(3):
+        draw_images = images[draw if lead > 1 else 0]
+        expected = pool_loop(np.tanh(conv_loop(draw_images, kernel[draw], bias[draw])), 3)
+        np.testing.assert_allclose(got[draw], expected, rtol=1e-12)
 
 
-def test_numpy_pool_matches_loop(rng):
-    images = rng.normal(size=(2, 3, 8, 6, 4))
-    got = forward.max_pool(images, 2)
-    for draw in range(2):
-        np.testing.assert_allclose(got[draw], pool_loop(images[draw], 2))
+@pytest.mark.parametrize("lead", [1, 4])
+def test_conv_blocks_of_one_image_equal_one_block(rng, monkeypatch, lead):
+    # Blocks only change which images share a GEMM call: each output row is the
+    # same dot product, so the results are equal, not just close.
+    images = rng.normal(size=(lead, 5, 12, 12, 3)).astype(np.float32)
+    kernel = rng.normal(size=(4, 5, 5, 3, 6)).astype(np.float32)
+    bias = rng.normal(size=(4, 6)).astype(np.float32)
+    whole = forward.convolve_pool(images, kernel, bias, pool_size=2)
+    monkeypatch.setattr(forward, "MAP_BLOCK_BYTES", 1)
+    blocked = forward.convolve_pool(images, kernel, bias, pool_size=2)
+    assert whole.dtype == np.float32 and whole.shape == (4, 5, 4, 4, 6)
+    np.testing.assert_allclose(blocked, whole, rtol=2e-6, atol=2e-6)
+    for draw in range(4):
+        expected = pool_loop(
+            conv_loop(images[draw if lead > 1 else 0], kernel[draw], bias[draw]), 2
+        )
+        # float32 sums of 75 products of unit normals: a few float32 ulps of their size
+        np.testing.assert_allclose(whole[draw], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_pool_keeps_nan_as_np_maximum_does(rng):
+    # A NaN pixel in a corner reaches one map pixel, so one pooled pixel of every
+    # channel and draw: a diverged draw shows in the output instead of vanishing.
+    images = rng.normal(size=(1, 2, 6, 6, 1))
+    images[0, 1, 0, 0, 0] = np.nan
+    kernel, bias = rng.normal(size=(2, 3, 3, 1, 2)), rng.normal(size=(2, 2))
+    pooled = forward.convolve_pool(images, kernel, bias, pool_size=2)
+    expected = np.zeros(pooled.shape, bool)
+    expected[:, 1, 0, 0, :] = True
+    np.testing.assert_array_equal(np.isnan(pooled), expected)
 
 
 def test_pytensor_conv_layer_matches_loop(rng):
