@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnn.model.specs import DenseSpec
+from bnn.model.specs import ConvSpec, DenseSpec
 from bnn.predictive import posterior as posterior_io
 from bnn.predictive.posterior import Posterior
 from bnn.serving import flag_rule
@@ -16,9 +16,20 @@ from bnn.serving.flag_rule import FlagRule
 RULE = FlagRule("mutual_info", 0.023, 0.99, 0.995, 0.5)
 
 
-def tiny_posterior(seed: int = 3, sd: float = 0.05) -> Posterior:
-    """One hidden layer of 6 units, random means, every sd equal to ``sd``."""
+def tiny_posterior(seed: int = 3, sd: float = 0.05, network: str = "dense") -> Posterior:
+    """One hidden layer of 6 units, random means, every sd equal to ``sd``.
+
+    ``network="conv"``: two conv blocks of 4 filters before it.
+    """
     rng = np.random.default_rng(seed)
+    if network == "conv":
+        spec = ConvSpec(n_filters=(4, 4), n_hidden=(6,))
+        means = {
+            name: (rng.normal(size=shape) * 0.2).astype(np.float32)
+            for name, shape in spec.weight_shapes().items()
+        }
+        stds = {name: np.full(mean.shape, sd, np.float32) for name, mean in means.items()}
+        return Posterior(means, stds, meta={"model": spec.to_dict(), "float_dtype": "float32"})
     spec = DenseSpec(n_hidden=(6,))
     sizes = spec.layer_sizes
     means, stds = {}, {}

@@ -36,6 +36,7 @@ from bnn.core.atomic import atomic_path
 from bnn.core.errors import ConfigError, DataError
 from bnn.core.mnist import N_CLASSES
 from bnn.core.progress import progress_bar
+from bnn.core.threads import ordered_map
 from bnn.predictive.ensemble import Ensemble
 from bnn.predictive.forward import class_probabilities, images_per_chunk
 from bnn.predictive.posterior import NPZ_READ_ERRORS, Posterior
@@ -100,22 +101,34 @@ def probability_chunks(
     rng: np.random.Generator,
     chunk_draws: int,
     chunk_images: int | None,
+    workers: int | None = None,
 ) -> Iterator[tuple[slice, slice, np.ndarray]]:
-    """Yield ``(draws, rows, probabilities)``: one block of draws x images at a time.
+    """Yield ``(draws, rows, probabilities)``: one block of draws x images at a time, in order.
 
     ``chunk_images=None`` sizes the blocks to the caches
-    (:func:`bnn.predictive.forward.images_per_chunk`).
+    (:func:`bnn.predictive.forward.images_per_chunk`). The blocks' forward
+    passes run on ``workers`` threads, one BLAS thread each
+    (:func:`bnn.core.threads.ordered_map`; the default, None, is one per core).
+    Weights are drawn here, in order, so the blocks and their values do not
+    depend on ``workers``.
     """
     spec = posterior.spec
     if chunk_images is None:
         chunk_images = images_per_chunk(spec, chunk_draws, images.dtype.itemsize)
-    first_draw = 0
-    for weights in posterior.draw_chunks(n_draws, chunk_draws, rng):
-        draws = slice(first_draw, first_draw + len(next(iter(weights.values()))))
-        for first_image in range(0, len(images), chunk_images):
-            rows = slice(first_image, first_image + chunk_images)
-            yield draws, rows, class_probabilities(images[rows], spec, weights)
-        first_draw = draws.stop
+
+    def blocks():
+        first_draw = 0
+        for weights in posterior.draw_chunks(n_draws, chunk_draws, rng):
+            draws = slice(first_draw, first_draw + len(next(iter(weights.values()))))
+            for first_image in range(0, len(images), chunk_images):
+                yield draws, slice(first_image, first_image + chunk_images), weights
+            first_draw = draws.stop
+
+    def forward(block):
+        draws, rows, weights = block
+        return draws, rows, class_probabilities(images[rows], spec, weights)
+
+    yield from ordered_map(forward, blocks(), workers)
 
 
 def _as_network_input(posterior: Posterior, images: np.ndarray) -> np.ndarray:

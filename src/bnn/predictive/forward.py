@@ -122,7 +122,7 @@ def _nan_max(a, b):
     return a if a > b or a != a else b
 
 
-@numba.njit(error_model="numpy", cache=True)
+@numba.njit(error_model="numpy", cache=True, nogil=True)
 def _pool_add_bias(maps, bias, size, out):
     """``out[d, b, ph, pw] = max over the window of maps[b, h, w, d] + bias[d]``.
 

@@ -61,3 +61,41 @@ def test_other_thread_counts_agree_to_the_stated_tolerance():
     np.testing.assert_allclose(fits[0].loss_history, fits[1].loss_history, rtol=1e-6)
     for name, mean in fits[0].means.items():
         np.testing.assert_allclose(fits[1].means[name], mean, rtol=1e-5, atol=1e-6)
+
+
+def test_ordered_map_keeps_the_order_and_restores_the_blas_threads():
+    # Later items finish first (shorter sleeps); the results still come in input order.
+    import time
+
+    def slow_square(item):
+        time.sleep(0.002 * (8 - item))
+        return item, blas_thread_counts()
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        results = list(threads.ordered_map(slow_square, range(8), workers=3))
+        assert blas_thread_counts() == {2}
+    assert [item for item, _ in results] == list(range(8))
+    assert all(counts == {1} for _, counts in results)  # one BLAS thread per block
+
+
+def test_ordered_map_closed_early_cancels_the_blocks_not_started():
+    started = []
+
+    def record(item):
+        started.append(item)
+        return item
+
+    results = threads.ordered_map(record, range(1000), workers=2)
+    assert next(results) == 0
+    results.close()  # what an interrupt in the consumer does
+    assert len(started) <= 2 * 2 + 2  # the blocks in flight, not the thousand
+
+
+def test_ordered_map_raises_a_blocks_error_in_the_consumer():
+    def fail_on_three(item):
+        if item == 3:
+            raise ValueError("block 3")
+        return item
+
+    with pytest.raises(ValueError, match="block 3"):
+        list(threads.ordered_map(fail_on_three, range(6), workers=2))

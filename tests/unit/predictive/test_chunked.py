@@ -139,3 +139,23 @@ def test_point_estimate_has_exactly_zero_mutual_information(tiny_posterior):
     summary = chunked.summarise_predictive(point, images, 50, np.random.default_rng(1))
     scores = scoring.scores_of(summary)
     assert (scores["mutual_info"] == 0).all()
+
+
+@pytest.mark.parametrize("network", ["dense", "conv"])
+def test_blocks_are_the_same_bits_whatever_the_number_of_workers(network):
+    # Each block is one thread's forward pass with one BLAS thread, and the weights
+    # are drawn in order in the caller: the worker count cannot change a bit.
+    post = helpers_posterior.tiny_posterior(seed=3, sd=0.05, network=network)
+    images = np.random.default_rng(0).random((11, 784), dtype=np.float32)
+
+    def blocks(workers):
+        chunks = chunked.probability_chunks(
+            post, images, 7, np.random.default_rng(2), 3, 4, workers=workers
+        )
+        return [(draws, rows, block) for draws, rows, block in chunks]
+
+    one, three = blocks(1), blocks(3)
+    assert [(d, r) for d, r, _ in one] == [(d, r) for d, r, _ in three]
+    assert len(one) == 3 * 3  # 7 draws in 3 chunks x 11 images in 3 chunks
+    for (_, _, expected), (_, _, got) in zip(one, three, strict=True):
+        np.testing.assert_array_equal(got, expected)
