@@ -2,8 +2,9 @@
 
 Weights carry a leading draw axis: ``W`` has shape (draws, n_in, n_out), so one
 batched matrix product per layer evaluates every draw. This is what the
-posterior predictive and ``predict`` use: no PyTensor compilation, and NumPy's
-BLAS uses every core.
+posterior predictive and ``predict`` use: no PyTensor compilation. A call is
+one block of draws x images; the predictive runs one block per core
+(:func:`bnn.predictive.chunked.probability_chunks`).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def convolve_pool(
     pooled = np.empty(
         (draws, n_images, out_h // pool_size, out_w // pool_size, c_out), images.dtype
     )
-    bias = bias.astype(images.dtype, copy=False)
+    bias = np.ascontiguousarray(bias, dtype=images.dtype)  # the pool kernel reshapes it
     if lead == 1:
         folded = kernel.reshape(draws, -1, c_out).transpose(1, 0, 2).reshape(-1, draws * c_out)
         folded = np.ascontiguousarray(folded, dtype=images.dtype)
