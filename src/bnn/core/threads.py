@@ -50,6 +50,16 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
+def blas_thread_count(controller: ThreadpoolController) -> int:
+    """The threads the loaded BLAS libraries run now.
+
+    That is a stage's pin, ``$OPENBLAS_NUM_THREADS`` or OpenBLAS's own default;
+    :func:`available_cores` where no BLAS is loaded yet.
+    """
+    counts = [lib.num_threads for lib in controller.select(user_api="blas").lib_controllers]
+    return max(counts, default=available_cores())
+
+
 def ordered_map[Item, Result](
     function: Callable[[Item], Result], items: Iterable[Item], workers: int | None = None
 ) -> Iterator[Result]:
@@ -59,11 +69,14 @@ def ordered_map[Item, Result](
     is closed). At most two blocks per worker are in flight, so memory stays
     bounded; closing the iterator early (an interrupt) cancels those not
     started. ``function`` must release the GIL for its heavy work (NumPy and
-    BLAS do, Numba with ``nogil=True``). ``workers`` defaults to
-    :func:`available_cores`; with one, the items run in the calling thread.
+    BLAS do, Numba with ``nogil=True``). ``workers`` defaults to the BLAS thread
+    count in force (:func:`blas_thread_count`), so a process allotted 2 CPUs (a
+    pinned stage, a Ray job) uses 2 workers; with one, the items run in the
+    calling thread.
     """
-    workers = workers or available_cores()
-    with ThreadpoolController().limit(limits=1, user_api="blas"):
+    controller = ThreadpoolController()
+    workers = workers or blas_thread_count(controller)
+    with controller.limit(limits=1, user_api="blas"):
         if workers == 1:
             yield from map(function, items)
             return

@@ -108,7 +108,8 @@ def probability_chunks(
     ``chunk_images=None`` sizes the blocks to the caches
     (:func:`bnn.predictive.forward.images_per_chunk`). The blocks' forward
     passes run on ``workers`` threads, one BLAS thread each
-    (:func:`bnn.core.threads.ordered_map`; the default, None, is one per core).
+    (:func:`bnn.core.threads.ordered_map`; the default, None, is as many as
+    BLAS threads are in force: the stages pin 2).
     Weights are drawn here, in order, so the blocks and their values do not
     depend on ``workers``.
     """

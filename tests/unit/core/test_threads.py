@@ -1,5 +1,7 @@
 """The BLAS thread pin: a fit's numbers do not depend on the machine's core count."""
 
+import time
+
 import numpy as np
 import pytensor
 import pytest
@@ -65,8 +67,6 @@ def test_other_thread_counts_agree_to_the_stated_tolerance():
 
 def test_ordered_map_keeps_the_order_and_restores_the_blas_threads():
     # Later items finish first (shorter sleeps); the results still come in input order.
-    import time
-
     def slow_square(item):
         time.sleep(0.002 * (8 - item))
         return item, blas_thread_counts()
@@ -99,3 +99,17 @@ def test_ordered_map_raises_a_blocks_error_in_the_consumer():
 
     with pytest.raises(ValueError, match="block 3"):
         list(threads.ordered_map(fail_on_three, range(6), workers=2))
+
+
+@pytest.mark.parametrize("pinned", [1, 3])
+def test_ordered_map_uses_as_many_workers_as_blas_threads_in_force(pinned):
+    # A Ray job or a pinned stage allots its BLAS threads; the blocks use as many.
+    import threading
+
+    def thread_name(_item):
+        time.sleep(0.01)
+        return threading.current_thread().name
+
+    with threadpool_limits(limits=pinned, user_api="blas"):
+        names = set(threads.ordered_map(thread_name, range(12)))
+    assert len(names) == pinned
