@@ -18,11 +18,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytensor.tensor as pt
-from numpy.lib.stride_tricks import sliding_window_view
 from pytensor.compile.builders import OpFromGraph
 from pytensor.gradient import grad_not_implemented
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
+
+from bnn.model import im2col
+from bnn.model.im2col import patch_matrix, tap_matrix
 
 # Patch-matrix bytes per block: in cache, and under glibc's 32 MiB mmap threshold.
 BLOCK_BYTES = 8 * 2**20
@@ -31,50 +33,17 @@ BLOCK_BYTES = 8 * 2**20
 CACHE_BLOCK_BYTES = 2 * 2**20
 
 
-def patch_matrix(images: np.ndarray, kernel_size: int) -> np.ndarray:
-    """im2col: (batch * out_h * out_w, k * k * channels), ordered (row, column, channel).
-
-    ``images`` is channels-last, (batch, height, width, channels); the order matches
-    a (k, k, channels, n_out) kernel flattened in C order.
-    """
-    windows = sliding_window_view(images, (kernel_size, kernel_size), axis=(1, 2))
-    # (batch, out_h, out_w, channels, k, k) -> (batch, out_h, out_w, k, k, channels)
-    windows = windows.transpose(0, 1, 2, 4, 5, 3)
-    return np.ascontiguousarray(windows).reshape(-1, kernel_size * kernel_size * images.shape[3])
-
-
-def tap_matrix(images: np.ndarray, kernel_size: int) -> np.ndarray:
-    """im2col transposed, for one channel: (k * k, batch * out_h * out_w).
-
-    Row ``i * k + j`` is the images shifted by (i, j): one contiguous copy each,
-    where :func:`patch_matrix` scatters every pixel into 25 columns.
-    """
-    batch, height, width, _ = images.shape
-    out_h, out_w = height - kernel_size + 1, width - kernel_size + 1
-    taps = np.empty((kernel_size * kernel_size, batch, out_h, out_w), images.dtype)
-    for i in range(kernel_size):
-        for j in range(kernel_size):
-            taps[i * kernel_size + j] = images[:, i : i + out_h, j : j + out_w, 0]
-    return taps.reshape(kernel_size * kernel_size, -1)
-
-
 def batch_blocks(batch: int, bytes_per_image: int, budget: int | None = None):
-    """Slices of a batch whose per-image buffers together fit in ``budget`` bytes.
+    """:func:`bnn.model.im2col.batch_blocks`, ``budget`` defaulting to :data:`BLOCK_BYTES`.
 
-    ``budget`` defaults to :data:`BLOCK_BYTES`, read when called (tests shrink it).
-
-    Blocks keep each buffer in cache, and small enough to be reused by the
-    allocator instead of mapped (and page-faulted) afresh.
+    The default is read when called (tests shrink it).
     """
-    size = max(1, (BLOCK_BYTES if budget is None else budget) // bytes_per_image)
-    return [slice(first, min(first + size, batch)) for first in range(0, batch, size)]
+    return im2col.batch_blocks(batch, bytes_per_image, BLOCK_BYTES if budget is None else budget)
 
 
 def image_blocks(images: np.ndarray, kernel_size: int, budget: int | None = None):
-    """Slices of the batch whose patch matrices fit in ``budget`` bytes."""
-    batch, height, width, channels = images.shape
-    per_image = (height - kernel_size + 1) * (width - kernel_size + 1) * kernel_size**2
-    return batch_blocks(batch, per_image * channels * images.itemsize, budget)
+    """Slices of the batch whose patch matrices fit in ``budget`` (default :data:`BLOCK_BYTES`)."""
+    return batch_blocks(len(images), im2col.patch_bytes(images, kernel_size), budget)
 
 
 def reuse(storage: list, shape: tuple, dtype) -> np.ndarray:

@@ -9,22 +9,16 @@ one block of draws x images; the predictive runs one block per core
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from bnn.core.mnist import IMAGE_SHAPE
-from bnn.model.conv_ops import (
-    CACHE_BLOCK_BYTES,
-    batch_blocks,
-    image_blocks,
-    patch_matrix,
-    tap_matrix,
-)
+from bnn.model.im2col import batch_blocks, patch_bytes, patch_matrix, tap_matrix
 from bnn.model.specs import ConvSpec, DenseSpec
 
 # A conv block's maps at full resolution are made this many bytes at a time
-# (:func:`convolve_pool`): the L2 cache of one core, as in the training kernels.
-MAP_BLOCK_BYTES = CACHE_BLOCK_BYTES
+# (:func:`convolve_pool`): the 2 MiB L2 cache of one core, as in the training
+# kernels (bnn.model.conv_ops.CACHE_BLOCK_BYTES).
+MAP_BLOCK_BYTES = 2 * 2**20
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -99,7 +93,8 @@ def convolve_pool(
         return pooled
     for draw in range(draws):
         matrix = np.ascontiguousarray(kernel[draw].reshape(-1, c_out), dtype=images.dtype)
-        for block in image_blocks(images[draw], size, MAP_BLOCK_BYTES):
+        per_image = patch_bytes(images[draw], size)
+        for block in batch_blocks(n_images, per_image, MAP_BLOCK_BYTES):
             maps = np.dot(_patch_rows(images[draw, block], size), matrix)
             _pool_add_bias(
                 maps.reshape(-1, out_h, out_w, 1, c_out),
@@ -117,39 +112,22 @@ def _patch_rows(images: np.ndarray, size: int) -> np.ndarray:
     return patch_matrix(images, size)
 
 
-@numba.njit(error_model="numpy", cache=True, inline="always")
-def _nan_max(a, b):
-    # NaN wins, as in np.maximum: a diverged draw shows, instead of vanishing in the pool.
-    return a if a > b or a != a else b
-
-
-@numba.njit(error_model="numpy", cache=True, nogil=True)
-def _pool_add_bias(maps, bias, size, out):
+def _pool_add_bias(maps: np.ndarray, bias: np.ndarray, size: int, out: np.ndarray) -> None:
     """``out[d, b, ph, pw] = max over the window of maps[b, h, w, d] + bias[d]``.
 
     ``maps`` (images, out_h, out_w, draws, channels), ``bias`` (draws, channels),
-    ``out`` (draws, images, out_h // size, out_w // size, channels). The window's
-    maximum is taken over all draws' channels at once, one contiguous row.
+    ``out`` (draws, images, out_h // size, out_w // size, channels). The maps are
+    one cache-sized block: the maximum of the window offsets' strided views, all
+    draws' channels at once, then one transposing copy into ``out``. NaN wins,
+    as in ``np.maximum``: a diverged draw shows instead of vanishing in the pool.
     """
-    batch, _, _, draws, channels = maps.shape
-    pooled_h, pooled_w = out.shape[2], out.shape[3]
-    rows = maps.reshape(batch, maps.shape[1], maps.shape[2], draws * channels)
-    flat_bias = bias.reshape(draws * channels)
-    best = np.empty(draws * channels, maps.dtype)
-    for b in range(batch):
-        for ph in range(pooled_h):
-            for pw in range(pooled_w):
-                first = rows[b, ph * size, pw * size]
-                for k in range(draws * channels):
-                    best[k] = first[k]
-                for offset in range(1, size * size):
-                    row = rows[b, ph * size + offset // size, pw * size + offset % size]
-                    for k in range(draws * channels):
-                        best[k] = _nan_max(best[k], row[k])
-                for d in range(draws):
-                    target = out[d, b, ph, pw]
-                    for c in range(channels):
-                        target[c] = best[d * channels + c] + flat_bias[d * channels + c]
+    offsets = [maps[:, row::size, col::size] for row in range(size) for col in range(size)]
+    pooled = offsets[0] + bias if len(offsets) == 1 else np.maximum(offsets[0], offsets[1])
+    for view in offsets[2:]:
+        np.maximum(pooled, view, out=pooled)
+    if len(offsets) > 1:
+        pooled += bias
+    out[...] = pooled.transpose(3, 0, 1, 2, 4)
 
 
 def conv_logits(images: np.ndarray, spec: ConvSpec, weights: dict[str, np.ndarray]) -> np.ndarray:
