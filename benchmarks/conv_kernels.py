@@ -1,11 +1,16 @@
 """The conv net's NumPy kernels, one at a time: where a conv step's time goes.
 
-1. Each kernel of ``bnn.model.conv_ops`` inside the fused engine's log-density-and-
-   gradient call (the default conf/ conv net, float32, batch 500, random images of
-   MNIST's shape): the median milliseconds of its calls after warm-up.
-2. The cache-sized blocks (``CACHE_BLOCK_BYTES``): the one-channel forward, its
-   kernel gradient and the image gradient of layer 2, at block budgets from
-   0.5 to 8 MiB.
+1. Each kernel of ``bnn.model.conv_ops`` and ``bnn.model.conv_pool_ops`` inside the
+   fused engine's log-density-and-gradient call (the default conf/ conv net,
+   float32, batch 500, random images of MNIST's shape): the median milliseconds
+   of its calls after warm-up.
+2. The block budgets: the image gradient of layer 2 at ``CACHE_BLOCK_BYTES``
+   from 0.5 to 8 MiB; the fused first block (conv, bias, pool) and its
+   gradients, and layer 2's forward and kernel gradient, at ``BLOCK_BYTES``
+   from 2 to 32 MiB.
+
+Both run as the fused engine runs a conv step: inside
+``bnn.core.threads.cores_for_blocks``.
 
     python -m benchmarks.conv_kernels [--steps 10]
 
@@ -21,13 +26,16 @@ import pymc as pm
 import pytensor
 
 from benchmarks import bench
+from bnn.core.threads import cores_for_blocks
 from bnn.inference.logp_gradient import NumpyTanh, compile_logp_gradient
 from bnn.inference.pymc_engine import initial_means
-from bnn.model import conv_ops
+from bnn.model import conv_ops, conv_pool_ops
 from bnn.model.pymc_model import bnn_model
 from bnn.pipeline import config
 
 KERNELS = (
+    conv_pool_ops.ConvBiasPool,
+    conv_pool_ops.ConvBiasPoolGrad,
     conv_ops.Conv2dValid,
     conv_ops.Conv2dInputGrad,
     conv_ops.Conv2dKernelGrad,
@@ -89,31 +97,49 @@ def best_of(function, repeats: int = 10) -> float:
 
 def block_budgets() -> None:
     rng = np.random.default_rng(0)
-    layer1 = rng.normal(size=(500, 28, 28, 1)).astype("float32")
+    layer1 = rng.random((500, 28, 28, 1), dtype="float32")
     kernel1 = rng.normal(size=(5, 5, 1, 32)).astype("float32")
-    gradient1 = rng.normal(size=(500, 24, 24, 32)).astype("float32")
+    bias1 = rng.normal(size=32).astype("float32")
+    pooled_gradient1 = rng.normal(size=(500, 12, 12, 32)).astype("float32")
+    layer2 = rng.normal(size=(500, 12, 12, 32)).astype("float32")
     gradient2 = rng.normal(size=(500, 8, 8, 32)).astype("float32")
     kernel2 = rng.normal(size=(5, 5, 32, 32)).astype("float32")
     image_grad = np.empty((500, 12, 12, 32), "float32")
-    default = conv_ops.CACHE_BLOCK_BYTES
-    print("block budget: layer-1 forward, layer-1 kernel gradient, layer-2 image gradient (ms)")
+    pooled1 = conv_pool_ops.conv_bias_pool(layer1, kernel1, bias1, 2)
+    defaults = conv_ops.BLOCK_BYTES, conv_ops.CACHE_BLOCK_BYTES
     try:
+        print("CACHE_BLOCK_BYTES: layer-2 image gradient (ms)")
         for mib in (0.5, 1, 2, 4, 8):
             conv_ops.CACHE_BLOCK_BYTES = int(mib * 2**20)
-            forward = best_of(lambda: conv_ops.conv2d_valid(layer1, kernel1))
-            kernel = best_of(lambda: conv_ops.conv2d_kernel_gradient(layer1, gradient1, 5))
             image = best_of(lambda: conv_ops.conv2d_image_gradient(gradient2, kernel2, image_grad))
-            print(f"  {mib:4} MiB: {forward:6.2f} {kernel:6.2f} {image:6.2f}")
+            print(f"  {mib:4} MiB: {image:6.2f}")
+        print(
+            "BLOCK_BYTES: layer-1 conv + bias + pool, its gradients; "
+            "layer-2 forward, its kernel gradient (ms)"
+        )
+        for mib in (2, 4, 8, 16, 32):
+            conv_ops.BLOCK_BYTES = int(mib * 2**20)
+            pool1 = best_of(lambda: conv_pool_ops.conv_bias_pool(layer1, kernel1, bias1, 2))
+            grads1 = best_of(
+                lambda: conv_pool_ops.conv_bias_pool_gradients(
+                    layer1, kernel1, bias1, pooled1, pooled_gradient1, 2
+                )
+            )
+            forward2 = best_of(lambda: conv_ops.conv2d_valid(layer2, kernel2))
+            kernel = best_of(lambda: conv_ops.conv2d_kernel_gradient(layer2, gradient2, 5))
+            print(f"  {mib:4} MiB: {pool1:6.2f} {grads1:6.2f} {forward2:6.2f} {kernel:6.2f}")
     finally:
-        conv_ops.CACHE_BLOCK_BYTES = default
+        conv_ops.BLOCK_BYTES, conv_ops.CACHE_BLOCK_BYTES = defaults
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
-    in_the_step(args.steps)
-    block_budgets()
+    # As the fused engine runs a conv net's step: blocks on every core, BLAS one thread each.
+    with cores_for_blocks():
+        in_the_step(args.steps)
+        block_budgets()
 
 
 if __name__ == "__main__":

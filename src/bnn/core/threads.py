@@ -18,15 +18,20 @@ results do not depend on the number of cores.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
 # The committed metrics came from 2-core machines, where OpenBLAS ran 2 threads.
 BLAS_THREADS = 2
+# Set by cores_for_blocks: how many threads ordered_map runs while BLAS runs one.
+_block_workers: ContextVar[int | None] = ContextVar("block_workers", default=None)
 
 
 def pin_blas_threads() -> threadpool_limits | None:
@@ -50,6 +55,16 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
+@functools.cache
+def blas_controller() -> ThreadpoolController:
+    """One controller of the BLAS libraries loaded by the first call, for the process.
+
+    Making a controller scans every loaded library, which costs as much as a
+    small block of work; the conv kernels map their blocks several times a step.
+    """
+    return ThreadpoolController()
+
+
 def blas_thread_count(controller: ThreadpoolController) -> int:
     """The threads the loaded BLAS libraries run now.
 
@@ -58,6 +73,25 @@ def blas_thread_count(controller: ThreadpoolController) -> int:
     """
     counts = [lib.num_threads for lib in controller.select(user_api="blas").lib_controllers]
     return max(counts, default=available_cores())
+
+
+@contextmanager
+def cores_for_blocks(workers: int | None = None) -> Iterator[int]:
+    """Within: BLAS runs one thread, and :func:`ordered_map` runs ``workers`` threads.
+
+    For work that is mostly blocks (a conv net's step): OpenBLAS's own worker
+    threads then never start, so none spins beside the blocks' threads between
+    two products. ``workers`` defaults to the BLAS thread count in force on
+    entry (a stage's pin); the count in force comes back on exit. Yields ``workers``.
+    """
+    controller = blas_controller()
+    workers = workers or blas_thread_count(controller)
+    token = _block_workers.set(workers)
+    try:
+        with controller.limit(limits=1, user_api="blas"):
+            yield workers
+    finally:
+        _block_workers.reset(token)
 
 
 def ordered_map[Item, Result](
@@ -71,11 +105,11 @@ def ordered_map[Item, Result](
     started. ``function`` must release the GIL for its heavy work (NumPy and
     BLAS do, Numba with ``nogil=True``). ``workers`` defaults to the BLAS thread
     count in force (:func:`blas_thread_count`), so a process allotted 2 CPUs (a
-    pinned stage, a Ray job) uses 2 workers; with one, the items run in the
-    calling thread.
+    pinned stage, a Ray job) uses 2 workers, or to the count of an enclosing
+    :func:`cores_for_blocks`; with one, the items run in the calling thread.
     """
-    controller = ThreadpoolController()
-    workers = workers or blas_thread_count(controller)
+    controller = blas_controller()
+    workers = workers or _block_workers.get() or blas_thread_count(controller)
     with controller.limit(limits=1, user_api="blas"):
         if workers == 1:
             yield from map(function, items)

@@ -28,6 +28,7 @@ per engine, not across engines.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -36,9 +37,10 @@ import numpy as np
 import pymc as pm
 
 from bnn.core.errors import ConfigError
+from bnn.core.threads import cores_for_blocks
 from bnn.inference.checkpoint import Checkpoint, FitState
 from bnn.inference.kernels import adam_step, draw_weights, standard_normal
-from bnn.inference.logp_gradient import compile_logp_gradient
+from bnn.inference.logp_gradient import compile_logp_gradient, runs_in_blocks
 from bnn.inference.pymc_engine import MeanFieldFactors, initial_means
 from bnn.inference.settings import (
     MAP_SIGMA,
@@ -142,18 +144,21 @@ def fit_fused(
         )
 
     factors = MeanFieldFactors(approx)
-    losses = run_steps(
-        settings.n_iter,
-        one_step,
-        factors,
-        callbacks,
-        progressbar,
-        "Fitting",
-        diverged,
-        checkpoint,
-        step.state(logp_gradient),
-        began,
-    )
+    # A conv net's step is blocks of images on every core, BLAS one thread each.
+    cores = cores_for_blocks() if runs_in_blocks(logp_gradient) else contextlib.nullcontext()
+    with cores:
+        losses = run_steps(
+            settings.n_iter,
+            one_step,
+            factors,
+            callbacks,
+            progressbar,
+            "Fitting",
+            diverged,
+            checkpoint,
+            step.state(logp_gradient),
+            began,
+        )
     return fit_result(factors, losses, began, checkpoint)
 
 

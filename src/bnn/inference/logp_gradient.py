@@ -10,7 +10,9 @@ net: 26 ms in PyTensor's default mode, 17 ms here):
 - **PyTensor's C backend with NumPy kernels.** The C backend's ``tanh`` is a
   scalar libm call (5 ms per 500 x 800 layer); NumPy's is SIMD (0.06 ms).
   :class:`NumpyTanh` swaps it in, and the conv net's convolutions and pools go to
-  :mod:`bnn.model.conv_ops`. The C virtual machine runs their Python ``perform``
+  :mod:`bnn.model.conv_ops`; a convolution of the data, its bias and its pool
+  become one op (:mod:`bnn.model.conv_pool_ops`, :func:`fuse_data_conv_pool`).
+  The C virtual machine runs their Python ``perform``
   directly; PyTensor 3's default backend, Numba, would run them in object mode.
 - **No garbage collection between calls** (``cvm_nogc``): buffers stay allocated
   instead of being mapped and page-faulted afresh every step.
@@ -34,10 +36,22 @@ from pytensor.graph.op import Op
 from pytensor.graph.replace import graph_replace
 from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.graph.rewriting.utils import rewrite_graph
-from pytensor.scalar.basic import Tanh
+from pytensor.graph.traversal import variable_depends_on
+from pytensor.scalar.basic import Add, Tanh
 from pytensor.tensor.elemwise import Elemwise
 
-from bnn.model.conv_ops import Conv2dValid, ConvGraph, MaxPool2d, PoolGraph
+from bnn.model.conv_ops import (
+    Conv2dInputGrad,
+    Conv2dKernelGrad,
+    Conv2dValid,
+    ConvGraph,
+    MaxPool2d,
+    PoolGraph,
+)
+from bnn.model.conv_pool_ops import ConvBiasPool, ConvBiasPoolGrad
+
+# The ops that spread blocks of images over the cores (bnn.core.threads.ordered_map).
+BLOCKED_OPS = (Conv2dValid, Conv2dInputGrad, Conv2dKernelGrad, ConvBiasPool, ConvBiasPoolGrad)
 
 # C backend, the usual rewrites, minus the Gemm fusion (see the module docstring).
 FAST_CPU_MODE = Mode(linker="cvm_nogc", optimizer="fast_run").excluding("gemm_optimizer")
@@ -79,12 +93,50 @@ def numpy_conv(fgraph, node):
     return [Conv2dValid()(*node.inputs)]
 
 
+def fuse_data_conv_pool(wrt):
+    """A rewrite: ``max_pool(conv(images, kernel) + bias)`` -> :class:`ConvBiasPool`.
+
+    It applies where the images do not depend on ``wrt`` (the conv net's first
+    block, whose input is the minibatch), and where nothing else reads the
+    convolution or its sum with the bias: only the pooled maps are kept.
+    """
+
+    @node_rewriter([PoolGraph])
+    def fuse(fgraph, node):
+        summed = node.inputs[0]
+        add = summed.owner
+        if not (
+            add is not None
+            and isinstance(add.op, Elemwise)
+            and isinstance(add.op.scalar_op, Add)
+            and len(add.inputs) == 2
+            and len(fgraph.clients[summed]) == 1
+        ):
+            return None
+        for conv, bias in (add.inputs, add.inputs[::-1]):
+            if not (conv.owner is not None and isinstance(conv.owner.op, ConvGraph)):
+                continue
+            images, kernel = conv.owner.inputs
+            per_channel = bias.type.broadcastable == (True, True, True, False)
+            if (
+                per_channel
+                and len(fgraph.clients[conv]) == 1
+                and not variable_depends_on(images, [wrt])
+            ):
+                pooled, _ = ConvBiasPool(node.op.pool_size)(images, kernel, bias.flatten())
+                return [pooled]
+        return None
+
+    return fuse
+
+
 def flat_logp(model: pm.Model, ordering: dict, dtype: str, numpy_kernels: bool = True):
     """``(w, log p(w))``: the model's log density of one flat vector ``w``.
 
     ``ordering`` maps each value variable's name to ``(name, slice, shape, dtype)``,
     as a ``pm.MeanField`` group orders them. ``numpy_kernels`` swaps in
-    :class:`NumpyTanh` and the conv net's NumPy kernels (:mod:`bnn.model.conv_ops`).
+    :class:`NumpyTanh` and the conv net's NumPy kernels (:mod:`bnn.model.conv_ops`,
+    :mod:`bnn.model.conv_pool_ops`).
     """
     size = sum(where.stop - where.start for _, where, _, _ in ordering.values())
     flat = pt.vector("w", dtype=dtype, shape=(size,))
@@ -95,6 +147,8 @@ def flat_logp(model: pm.Model, ordering: dict, dtype: str, numpy_kernels: bool =
     logp = graph_replace(model.logp(), pieces, strict=False)
     if not numpy_kernels:
         return flat, logp
+    # Fusing first: it matches the model's own conv and pool graphs.
+    logp = rewrite_graph(logp, custom_rewrite=in2out(fuse_data_conv_pool(flat)), include=())
     return flat, rewrite_graph(logp, custom_rewrite=in2out(numpy_tanh, numpy_conv), include=())
 
 
@@ -125,3 +179,11 @@ def compile_logp_gradient(
             random_seed=seed,
             mode=mode,
         )
+
+
+def runs_in_blocks(function) -> bool:
+    """Whether a compiled function's time goes to blocked ops (a conv net's).
+
+    Such a function runs best inside :func:`bnn.core.threads.cores_for_blocks`.
+    """
+    return any(isinstance(node.op, BLOCKED_OPS) for node in function.maker.fgraph.apply_nodes)

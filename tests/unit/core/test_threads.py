@@ -113,3 +113,22 @@ def test_ordered_map_uses_as_many_workers_as_blas_threads_in_force(pinned):
     with threadpool_limits(limits=pinned, user_api="blas"):
         names = set(threads.ordered_map(thread_name, range(12)))
     assert len(names) == pinned
+
+
+def test_cores_for_blocks_runs_blas_on_one_thread_and_the_blocks_on_the_pinned_count():
+    # A conv step: OpenBLAS's own threads stay parked, the blocks use the cores.
+    import threading
+
+    def thread_name(_item):
+        time.sleep(0.01)
+        return threading.current_thread().name, blas_thread_counts()
+
+    with threadpool_limits(limits=3, user_api="blas"):
+        with threads.cores_for_blocks() as workers:
+            assert workers == 3 and blas_thread_counts() == {1}
+            results = list(threads.ordered_map(thread_name, range(12)))
+        assert blas_thread_counts() == {3}
+    assert len({name for name, _ in results}) == 3
+    assert all(counts == {1} for _, counts in results)
+    with threads.cores_for_blocks(workers=2):
+        assert len(set(threads.ordered_map(lambda _: thread_name(0)[0], range(8)))) == 2

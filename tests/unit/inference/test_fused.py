@@ -79,20 +79,32 @@ def test_numpy_tanh_value_and_gradient():
     pytensor.gradient.verify_grad(NumpyTanh(), [values], rng=rng, mode=FAST_CPU_MODE)
 
 
-def small_network_model(prior, seed=0):
-    """A tanh net on fixed data (no minibatch): its log density is deterministic."""
+def small_network_model(prior, seed=0, spec=None):
+    """A tanh net on fixed data (no minibatch): its log density is deterministic.
+
+    Half the pixels are 0, as in MNIST's margins: the conv net's pools see ties.
+    """
     rng = np.random.default_rng(seed)
-    images = rng.random((12, 784))
+    images = rng.random((12, 784)) * (rng.random((12, 784)) < 0.5)
     labels = rng.integers(0, 10, 12).astype("int32")
+    spec = spec or DenseSpec(n_hidden=(3,))
     with pm.Model() as model:
-        logits = build_network(pt.as_tensor_variable(images), DenseSpec(n_hidden=(3,)), prior)
+        logits = build_network(pt.as_tensor_variable(images), spec, prior)
         label_variable(logits, observed=labels)
     return model
 
 
-@pytest.mark.parametrize("prior", [FixedNormal(1.0), HierarchicalNormal()])
-def test_logp_gradient_equals_pytensor_default_mode(prior):
-    model = small_network_model(prior)
+@pytest.mark.parametrize(
+    ("prior", "spec"),
+    [
+        (FixedNormal(1.0), None),
+        (HierarchicalNormal(), None),
+        (HierarchicalNormal(), ConvSpec(n_filters=(3, 2), n_hidden=(4,))),
+    ],
+    ids=["dense fixed", "dense hierarchical", "conv hierarchical"],
+)
+def test_logp_gradient_equals_pytensor_default_mode(prior, spec):
+    model = small_network_model(prior, spec=spec)
     with model:
         group = pm.MeanField().groups[0]
     logp_gradient = compile_logp_gradient(model, group.ordering, "float64", seed=0)

@@ -1,0 +1,246 @@
+"""A convolution of data, its bias and its max-pool as one op, in blocks of images.
+
+The conv net's first block convolves the images themselves: nothing upstream
+needs its input gradient, and its maps at full resolution are the largest
+arrays of a step (batch x 24 x 24 x 32). Run as separate ops, the convolution,
+the bias, the pool and, backwards, the pool's gradient and the bias's sum each
+stream those maps through memory. :class:`ConvBiasPool` makes the maps one
+block of images at a time and keeps only the pooled maps and a bit mask of
+each window's maxima; :class:`ConvBiasPoolGrad` routes the pooled gradient
+through that mask, one block at a time, to form the kernel's and the bias's
+gradients. The blocks run on every
+core, one BLAS thread each (:func:`bnn.core.threads.ordered_map`), and are
+summed in block order.
+
+The rewrite that swaps the model's graph for these ops is
+:func:`bnn.inference.logp_gradient.fuse_data_conv_pool`; the gradients are
+those of the graph ``max_pool(conv(images, kernel) + bias)``, ties included.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numba
+import numpy as np
+import pytensor.tensor as pt
+from pytensor.gradient import grad_not_implemented
+from pytensor.graph.basic import Apply
+from pytensor.graph.op import Op
+
+from bnn.core.threads import ordered_map
+from bnn.model import conv_ops
+from bnn.model.im2col import batch_blocks, patch_bytes, patch_matrix, tap_matrix
+
+
+def _image_blocks(images: np.ndarray, kernel_size: int, n_out: int) -> list[slice]:
+    """Blocks whose patches and full-resolution maps take :data:`conv_ops.BLOCK_BYTES`.
+
+    Not a core's cache: a few large blocks per core were faster than many that
+    fit in it (benchmarks/conv_kernels.py), as each block has fixed costs.
+    """
+    out_h, out_w = images.shape[1] - kernel_size + 1, images.shape[2] - kernel_size + 1
+    per_image = patch_bytes(images, kernel_size) + out_h * out_w * n_out * images.itemsize
+    return batch_blocks(len(images), per_image, conv_ops.BLOCK_BYTES)
+
+
+def _block_maps(images: np.ndarray, kernel: np.ndarray, size: int) -> np.ndarray:
+    """One block's convolution, without the bias: (batch, h - k + 1, w - k + 1, c_out)."""
+    n_out = kernel.shape[3]
+    matrix = kernel.reshape(-1, n_out)
+    batch, height, width, channels = images.shape
+    shape = (batch, height - size + 1, width - size + 1, n_out)
+    if channels == 1:  # the tap matrix: (k * k, pixels), the patches transposed
+        return np.dot(tap_matrix(images, size).T, matrix).reshape(shape)
+    return np.dot(patch_matrix(images, size), matrix).reshape(shape)
+
+
+def maxima_dtype(pool_size: int) -> np.dtype:
+    """The unsigned integer with a bit for each of a window's ``pool_size**2`` pixels."""
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if pool_size**2 <= 8 * np.dtype(dtype).itemsize:
+            return np.dtype(dtype)
+    raise ValueError(f"a fused max-pool takes windows up to 8x8, got {pool_size}x{pool_size}")
+
+
+@numba.njit(error_model="numpy", cache=True, nogil=True)
+def _pool_with_bias(maps, bias, size, pooled, maxima):
+    """``pooled`` = the maximum of ``maps + bias`` over each window; ``maxima`` its pixels.
+
+    Bit ``d`` of ``maxima`` is set where window pixel ``d`` (row-major) equals the
+    window's maximum, so that tied maxima all get the gradient, as with
+    PyTensor's ``max``. A NaN wins its window and then no pixel equals it.
+    """
+    batch, pooled_h, pooled_w, channels = pooled.shape
+    for b in range(batch):
+        for ph in range(pooled_h):
+            for pw in range(pooled_w):
+                for c in range(channels):
+                    value = maps[b, ph * size, pw * size, c] + bias[c]
+                    pooled[b, ph, pw, c] = value
+                    maxima[b, ph, pw, c] = 1 if value == value else 0
+                for d in range(1, size * size):
+                    h, w = ph * size + d // size, pw * size + d % size
+                    bit = maxima.dtype.type(1) << d
+                    for c in range(channels):
+                        value = maps[b, h, w, c] + bias[c]
+                        if value > pooled[b, ph, pw, c] or value != value:
+                            pooled[b, ph, pw, c] = value
+                            maxima[b, ph, pw, c] = bit if value == value else 0
+                        elif value == pooled[b, ph, pw, c]:
+                            maxima[b, ph, pw, c] |= bit
+
+
+@numba.njit(error_model="numpy", cache=True, nogil=True)
+def _route_to_maxima(maxima, gradient, size, routed, bias_gradient):
+    """``routed`` = the pooled gradient at each window's maxima, else 0.
+
+    Adds each channel's routed values to ``bias_gradient`` (float64).
+    """
+    zero = routed.dtype.type(0)
+    batch, height, width, channels = routed.shape
+    for b in range(batch):
+        for h in range(height):
+            for w in range(width):
+                ph, pw = h // size, w // size
+                bit = maxima.dtype.type(1) << ((h % size) * size + w % size)
+                for c in range(channels):
+                    value = gradient[b, ph, pw, c] if maxima[b, ph, pw, c] & bit else zero
+                    routed[b, h, w, c] = value
+                    bias_gradient[c] += value
+
+
+def conv_bias_pool(
+    images: np.ndarray, kernel: np.ndarray, bias: np.ndarray, pool_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``max_pool(conv2d_valid(images, kernel) + bias)`` and where each window's maxima are.
+
+    ``images`` (batch, h, w, c_in), ``kernel`` (k, k, c_in, c_out) and ``bias``
+    (c_out,) share one dtype; the convolution's maps divide by ``pool_size``.
+    Returns the pooled maps (batch, h', w', c_out) and, of the same shape, a bit
+    mask per window (:func:`maxima_dtype`): what the gradients need of the maps.
+    """
+    size, n_out = kernel.shape[0], kernel.shape[3]
+    batch, height, width, _ = images.shape
+    maps_h, maps_w = height - size + 1, width - size + 1
+    if maps_h % pool_size or maps_w % pool_size:
+        raise ValueError(
+            f"a fused max-pool needs whole windows: {maps_h}x{maps_w} maps do not divide by "
+            f"pool_size={pool_size}"
+        )
+    shape = (batch, maps_h // pool_size, maps_w // pool_size, n_out)
+    pooled, maxima = np.empty(shape, images.dtype), np.empty(shape, maxima_dtype(pool_size))
+
+    def pool_block(block: slice) -> None:
+        maps = _block_maps(images[block], kernel, size)
+        _pool_with_bias(maps, bias, pool_size, pooled[block], maxima[block])
+
+    deque(ordered_map(pool_block, _image_blocks(images, size, n_out)), maxlen=0)
+    return pooled, maxima
+
+
+def conv_bias_pool_gradients(
+    images: np.ndarray,
+    kernel_size: int,
+    maxima: np.ndarray,
+    gradient: np.ndarray,
+    pool_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The gradients of :func:`conv_bias_pool` in its kernel and its bias, in float64.
+
+    ``maxima`` is the forward pass's mask and ``gradient`` the gradient in its
+    pooled maps. Returns the kernel's gradient (k, k, c_in, c_out) and the bias's.
+    """
+    n_out = gradient.shape[3]
+    _, height, width, channels = images.shape
+    maps_shape = (height - kernel_size + 1, width - kernel_size + 1, n_out)
+
+    def block_gradients(block: slice) -> tuple[np.ndarray, np.ndarray]:
+        block_images = images[block]
+        routed = np.empty((len(block_images), *maps_shape), gradient.dtype)
+        bias_gradient = np.zeros(n_out, np.float64)
+        _route_to_maxima(maxima[block], gradient[block], pool_size, routed, bias_gradient)
+        rows = routed.reshape(-1, n_out)
+        if channels == 1:
+            return np.dot(tap_matrix(block_images, kernel_size), rows), bias_gradient
+        return np.dot(patch_matrix(block_images, kernel_size).T, rows), bias_gradient
+
+    kernel_gradient = np.zeros((kernel_size * kernel_size * channels, n_out), np.float64)
+    bias_gradient = np.zeros(n_out, np.float64)
+    for block_kernel, block_bias in ordered_map(
+        block_gradients, _image_blocks(images, kernel_size, n_out)
+    ):
+        kernel_gradient += block_kernel  # in block order: the same sums for any core count
+        bias_gradient += block_bias
+    return kernel_gradient.reshape(kernel_size, kernel_size, channels, n_out), bias_gradient
+
+
+class ConvBiasPool(Op):
+    """``max_pool(conv(images, kernel) + bias)`` of images that need no gradient.
+
+    Channels-last images (batch, h, w, c_in), a (k, k, c_in, c_out) kernel and a
+    (c_out,) bias. Outputs the pooled maps and the mask of each window's maxima
+    (:func:`conv_bias_pool`), which only the gradient reads. The gradient in the
+    images is not implemented: the rewrite fuses only convolutions of data.
+    """
+
+    __props__ = ("pool_size",)
+
+    def __init__(self, pool_size: int) -> None:
+        self.pool_size = pool_size
+
+    def make_node(self, images, kernel, bias):
+        images, kernel, bias = map(pt.as_tensor_variable, (images, kernel, bias))
+        shape = (None, None, None, kernel.type.shape[3])
+        pooled = pt.tensor(dtype=images.dtype, shape=shape)
+        maxima = pt.tensor(dtype=str(maxima_dtype(self.pool_size)), shape=shape)
+        return Apply(self, [images, kernel, bias], [pooled, maxima])
+
+    def perform(self, node, inputs, output_storage):
+        images, kernel, bias = _same_dtype(*inputs)
+        pooled, maxima = conv_bias_pool(images, kernel, bias, self.pool_size)
+        output_storage[0][0], output_storage[1][0] = pooled, maxima
+
+    def connection_pattern(self, node):
+        return [[True, False], [True, False], [True, False]]
+
+    def pullback(self, inputs, outputs, cotangents):
+        images, kernel, bias = inputs
+        kernel_gradient, bias_gradient = ConvBiasPoolGrad(self.pool_size)(
+            images, kernel, bias, outputs[1], cotangents[0]
+        )
+        return [grad_not_implemented(self, 0, images), kernel_gradient, bias_gradient]
+
+
+class ConvBiasPoolGrad(Op):
+    """The gradients of :class:`ConvBiasPool` in its kernel and its bias.
+
+    Inputs: the images, the kernel and the bias (for their shapes and types),
+    the forward pass's mask of maxima and the gradient in its pooled maps.
+    """
+
+    __props__ = ("pool_size",)
+
+    def __init__(self, pool_size: int) -> None:
+        self.pool_size = pool_size
+
+    def make_node(self, images, kernel, bias, maxima, gradient):
+        inputs = list(map(pt.as_tensor_variable, (images, kernel, bias, maxima, gradient)))
+        return Apply(self, inputs, [inputs[1].type(), inputs[2].type()])
+
+    def perform(self, node, inputs, output_storage):
+        images, kernel, _, maxima, gradient = inputs
+        images, gradient = _same_dtype(images, gradient)
+        kernel_gradient, bias_gradient = conv_bias_pool_gradients(
+            images, kernel.shape[0], np.ascontiguousarray(maxima), gradient, self.pool_size
+        )
+        output_storage[0][0] = kernel_gradient.astype(node.outputs[0].dtype)
+        output_storage[1][0] = bias_gradient.astype(node.outputs[1].dtype)
+
+    def pullback(self, inputs, outputs, cotangents):
+        return [grad_not_implemented(self, k, inputs[k]) for k in range(len(inputs))]
+
+
+def _same_dtype(images: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
+    """The arrays, C-contiguous, in the images' dtype (the kernels are compiled per dtype)."""
+    return [np.ascontiguousarray(a, dtype=images.dtype) for a in (images, *arrays)]
