@@ -132,3 +132,25 @@ def test_cores_for_blocks_runs_blas_on_one_thread_and_the_blocks_on_the_pinned_c
     assert all(counts == {1} for _, counts in results)
     with threads.cores_for_blocks(workers=2):
         assert len(set(threads.ordered_map(lambda _: thread_name(0)[0], range(8)))) == 2
+
+
+def test_a_conv_fit_gives_the_same_bits_whatever_the_blas_thread_count(monkeypatch):
+    """A conv step runs BLAS on one thread and its blocks on any number: the same sums."""
+    from bnn.model import conv_ops
+    from bnn.model.specs import ConvSpec
+
+    monkeypatch.setattr(conv_ops, "BLOCK_BYTES", 64 * 2**10)  # several blocks per batch
+    monkeypatch.setattr(conv_ops, "CACHE_BLOCK_BYTES", 16 * 2**10)
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64)
+    histories = []
+    for machine_threads in (1, 3):
+        with threadpool_limits(limits=machine_threads, user_api="blas"):
+            with pytensor.config.change_flags(floatX="float32"):
+                model = bnn_model(
+                    images, labels, ConvSpec(n_filters=(3, 2), n_hidden=(8,)), FixedNormal(1.0), 16
+                )
+                settings = AdviSettings(n_iter=8, batch_size=16)
+                histories.append(fit_model(model, settings, seed=3, progressbar=False).loss_history)
+    assert np.isfinite(histories[0]).all()
+    np.testing.assert_array_equal(histories[0], histories[1])
