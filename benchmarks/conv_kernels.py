@@ -4,11 +4,7 @@
    fused engine's log-density-and-gradient call (the default conf/ conv net,
    float32, batch 500, random images of MNIST's shape): the median milliseconds
    of its calls after warm-up.
-2. Layer 2 (500 x 12 x 12 x 32 maps, a 5 x 5 x 32 x 32 kernel) both ways: the
-   im2col kernels' forward, image and kernel gradients, against the
-   frequency domain's forward and its one gradient op
-   (``bnn.model.fourier_conv_ops``, what the fused engine runs).
-3. The block budgets: the image gradient of layer 2 at ``CACHE_BLOCK_BYTES``
+2. The block budgets: the image gradient of layer 2 at ``CACHE_BLOCK_BYTES``
    from 0.5 to 8 MiB; the fused first block (conv, bias, pool) and its
    gradients, and layer 2's forward and kernel gradient, at ``BLOCK_BYTES``
    from 2 to 32 MiB.
@@ -33,7 +29,7 @@ from benchmarks import bench
 from bnn.core.threads import cores_for_blocks
 from bnn.inference.logp_gradient import NumpyTanh, compile_logp_gradient
 from bnn.inference.pymc_engine import initial_means
-from bnn.model import conv_ops, conv_pool_ops, fourier_conv_ops
+from bnn.model import conv_ops, conv_pool_ops
 from bnn.model.pymc_model import bnn_model
 from bnn.pipeline import config
 
@@ -43,8 +39,6 @@ KERNELS = (
     conv_ops.Conv2dValid,
     conv_ops.Conv2dInputGrad,
     conv_ops.Conv2dKernelGrad,
-    fourier_conv_ops.FourierConv2d,
-    fourier_conv_ops.FourierConv2dGrad,
     conv_ops.MaxPool2d,
     conv_ops.MaxPool2dGrad,
     NumpyTanh,
@@ -101,32 +95,6 @@ def best_of(function, repeats: int = 10) -> float:
     return 1e3 * (time.perf_counter() - began) / repeats
 
 
-def layer2_both_ways() -> None:
-    rng = np.random.default_rng(0)
-    images = np.tanh(rng.normal(size=(500, 12, 12, 32))).astype("float32")
-    kernel = (0.05 * rng.normal(size=(5, 5, 32, 32))).astype("float32")
-    gradient = rng.normal(size=(500, 8, 8, 32)).astype("float32")
-    image_gradient = np.empty_like(images)
-    im2col = [
-        best_of(lambda: conv_ops.conv2d_valid(images, kernel)),
-        best_of(lambda: conv_ops.conv2d_image_gradient(gradient, kernel, image_gradient)),
-        best_of(lambda: conv_ops.conv2d_kernel_gradient(images, gradient, 5)),
-    ]
-    _, spectrum = fourier_conv_ops.fourier_conv2d(images, kernel)
-    fourier = [
-        best_of(lambda: fourier_conv_ops.fourier_conv2d(images, kernel)),
-        best_of(
-            lambda: fourier_conv_ops.image_and_kernel_gradients(
-                spectrum, kernel, gradient, (12, 12)
-            )
-        ),
-    ]
-    print("layer 2, ms: forward, image gradient, kernel gradient")
-    print(f"  im2col and GEMM:  {im2col[0]:6.2f} {im2col[1]:6.2f} {im2col[2]:6.2f}")
-    print(f"  frequency domain: {fourier[0]:6.2f} {fourier[1]:6.2f} (both gradients)")
-    print(f"  sums: {sum(im2col):6.2f} against {sum(fourier):6.2f}")
-
-
 def block_budgets() -> None:
     rng = np.random.default_rng(0)
     layer1 = rng.random((500, 28, 28, 1), dtype="float32")
@@ -171,7 +139,6 @@ def main() -> None:
     # As the fused engine runs a conv net's step: blocks on every core, BLAS one thread each.
     with cores_for_blocks():
         in_the_step(args.steps)
-        layer2_both_ways()
         block_budgets()
 
 

@@ -94,16 +94,6 @@ def cores_for_blocks(workers: int | None = None) -> Iterator[int]:
         _block_workers.reset(token)
 
 
-def block_workers() -> int:
-    """The threads :func:`ordered_map` runs by default here and now.
-
-    Those of an enclosing :func:`cores_for_blocks`, else the BLAS thread count in
-    force (:func:`blas_thread_count`). Other threaded work on blocks (SciPy's
-    FFT ``workers``) takes the same count.
-    """
-    return _block_workers.get() or blas_thread_count(blas_controller())
-
-
 def ordered_map[Item, Result](
     function: Callable[[Item], Result], items: Iterable[Item], workers: int | None = None
 ) -> Iterator[Result]:
@@ -119,7 +109,7 @@ def ordered_map[Item, Result](
     :func:`cores_for_blocks`; with one, the items run in the calling thread.
     """
     controller = blas_controller()
-    workers = workers or block_workers()
+    workers = workers or _block_workers.get() or blas_thread_count(controller)
     with controller.limit(limits=1, user_api="blas"):
         if workers == 1:
             yield from map(function, items)

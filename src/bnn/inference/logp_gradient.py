@@ -11,9 +11,7 @@ net: 26 ms in PyTensor's default mode, 17 ms here):
   scalar libm call (5 ms per 500 x 800 layer); NumPy's is SIMD (0.06 ms).
   :class:`NumpyTanh` swaps it in, and the conv net's convolutions and pools go to
   :mod:`bnn.model.conv_ops`; a convolution of the data, its bias and its pool
-  become one op (:mod:`bnn.model.conv_pool_ops`, :func:`fuse_data_conv_pool`),
-  and a convolution whose input needs a gradient is computed in the frequency
-  domain (:mod:`bnn.model.fourier_conv_ops`, :func:`fourier_conv`).
+  become one op (:mod:`bnn.model.conv_pool_ops`, :func:`fuse_data_conv_pool`).
   The C virtual machine runs their Python ``perform``
   directly; PyTensor 3's default backend, Numba, would run them in object mode.
 - **No garbage collection between calls** (``cvm_nogc``): buffers stay allocated
@@ -51,18 +49,9 @@ from bnn.model.conv_ops import (
     PoolGraph,
 )
 from bnn.model.conv_pool_ops import ConvBiasPool, ConvBiasPoolGrad
-from bnn.model.fourier_conv_ops import FourierConv2d, FourierConv2dGrad
 
-# The ops that spread blocks of work over the cores (bnn.core.threads.ordered_map).
-BLOCKED_OPS = (
-    Conv2dValid,
-    Conv2dInputGrad,
-    Conv2dKernelGrad,
-    ConvBiasPool,
-    ConvBiasPoolGrad,
-    FourierConv2d,
-    FourierConv2dGrad,
-)
+# The ops that spread blocks of images over the cores (bnn.core.threads.ordered_map).
+BLOCKED_OPS = (Conv2dValid, Conv2dInputGrad, Conv2dKernelGrad, ConvBiasPool, ConvBiasPoolGrad)
 
 # C backend, the usual rewrites, minus the Gemm fusion (see the module docstring).
 FAST_CPU_MODE = Mode(linker="cvm_nogc", optimizer="fast_run").excluding("gemm_optimizer")
@@ -141,34 +130,13 @@ def fuse_data_conv_pool(wrt):
     return fuse
 
 
-def fourier_conv(wrt):
-    """A rewrite: a convolution of images that depend on ``wrt`` -> :class:`FourierConv2d`.
-
-    Those need both gradients (the conv net's second block, whose input is the
-    first block's output), which :class:`FourierConv2dGrad` computes from one
-    transform of the output gradient. A convolution of data needs only its
-    kernel gradient, and stays with the im2col kernels (or is fused with its
-    pool, :func:`fuse_data_conv_pool`).
-    """
-
-    @node_rewriter([ConvGraph])
-    def swap(fgraph, node):
-        images, kernel = node.inputs
-        if not variable_depends_on(images, [wrt]):
-            return None
-        maps, _ = FourierConv2d()(images, kernel)
-        return [maps]
-
-    return swap
-
-
 def flat_logp(model: pm.Model, ordering: dict, dtype: str, numpy_kernels: bool = True):
     """``(w, log p(w))``: the model's log density of one flat vector ``w``.
 
     ``ordering`` maps each value variable's name to ``(name, slice, shape, dtype)``,
     as a ``pm.MeanField`` group orders them. ``numpy_kernels`` swaps in
     :class:`NumpyTanh` and the conv net's NumPy kernels (:mod:`bnn.model.conv_ops`,
-    :mod:`bnn.model.conv_pool_ops`, :mod:`bnn.model.fourier_conv_ops`).
+    :mod:`bnn.model.conv_pool_ops`).
     """
     size = sum(where.stop - where.start for _, where, _, _ in ordering.values())
     flat = pt.vector("w", dtype=dtype, shape=(size,))
@@ -179,9 +147,8 @@ def flat_logp(model: pm.Model, ordering: dict, dtype: str, numpy_kernels: bool =
     logp = graph_replace(model.logp(), pieces, strict=False)
     if not numpy_kernels:
         return flat, logp
-    # These first: they match the model's own conv and pool graphs.
-    first = in2out(fuse_data_conv_pool(flat), fourier_conv(flat))
-    logp = rewrite_graph(logp, custom_rewrite=first, include=())
+    # Fusing first: it matches the model's own conv and pool graphs.
+    logp = rewrite_graph(logp, custom_rewrite=in2out(fuse_data_conv_pool(flat)), include=())
     return flat, rewrite_graph(logp, custom_rewrite=in2out(numpy_tanh, numpy_conv), include=())
 
 
