@@ -36,6 +36,7 @@ from bnn.pipeline import config
 KERNELS = (
     conv_pool_ops.ConvBiasPool,
     conv_pool_ops.ConvBiasPoolGrad,
+    conv_pool_ops.ConvBiasPoolImageGrad,
     conv_ops.Conv2dValid,
     conv_ops.Conv2dInputGrad,
     conv_ops.Conv2dKernelGrad,

@@ -4,7 +4,7 @@
     python -m benchmarks.time_to_accuracy conv --target 0.99 inference.n_iter=4000
 
 Both fitters get the same problem: the preprocessed MNIST splits
-(``dvc repro preprocess``), the project's config for the network with the given
+(``dvc repro preprocess``, or ``--data``), the project's config for the network with the given
 Hydra overrides (schedule, batch, start sigma), the config's seed for the
 initial means (:func:`bnn.inference.pymc_engine.initial_means`), float32. Each
 runs in its own process, one after the other, with a
@@ -22,6 +22,7 @@ are the benchmark group (``make bench-env``).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -33,7 +34,8 @@ import pytensor
 
 from benchmarks.bench import network_config
 from bnn.core.atomic import write_text
-from bnn.data.dataset import load_split
+from bnn.core.errors import DataError
+from bnn.data.dataset import load_split, split_size
 from bnn.inference.fitting import fit_model
 from bnn.inference.pymc_engine import initial_means
 from bnn.inference.validation import ValidationMonitor, seconds_to_reach
@@ -61,14 +63,19 @@ class StopAtTarget:
             raise TargetReached
 
 
-def run_fitter(fitter: str, network: str, overrides: list[str], target: float) -> dict:
-    """One fit of ``network`` by ``fitter``, to ``target`` or ``n_iter``; its validation curve."""
+def run_fitter(
+    fitter: str, network: str, overrides: list[str], target: float, data: Path = PROCESSED
+) -> dict:
+    """One fit of ``network`` by ``fitter``, to ``target`` or ``n_iter``; its validation curve.
+
+    ``data`` holds the ``train`` and ``valid`` splits (:func:`bnn.data.dataset.save_split`).
+    """
     cfg = network_config(network, overrides)
     spec, prior = config.model_spec(cfg.model), config.prior_family(cfg.prior)
     if not isinstance(prior, FixedNormal):
         raise SystemExit(f"the NumPyro peer fits the fixed prior only, got {cfg.prior.family}")
     settings = config.advi_settings(cfg.inference)
-    train, valid = load_split(PROCESSED, "train"), load_split(PROCESSED, "valid")
+    train, valid = load_split(data, "train"), load_split(data, "valid")
     monitor = ValidationMonitor(valid, spec, settings.validate_every)
     stop = StopAtTarget(monitor, target)
     began = time.perf_counter()
@@ -109,17 +116,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. inference.n_iter=4000")
     parser.add_argument("--target", type=float, default=0.98)
     parser.add_argument("--fitters", nargs="+", choices=FITTERS, default=list(FITTERS))
+    parser.add_argument("--data", type=Path, default=PROCESSED, help="the train and valid splits")
     parser.add_argument("--out", type=Path, help="also write the JSON summary here")
     parser.add_argument("--worker", choices=FITTERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    try:
+        for split in ("train", "valid"):
+            split_size(args.data, split)  # a missing split: one clear error, before any fit
+    except DataError as error:
+        raise SystemExit(f"error: {error}") from None
+    if "numpyro" in args.fitters and importlib.util.find_spec("numpyro") is None:
+        raise SystemExit(
+            "error: NumPyro is not installed; `make bench-env` adds the benchmark group"
+        )
     if args.worker:
-        result = run_fitter(args.worker, args.network, args.overrides, args.target)
+        result = run_fitter(args.worker, args.network, args.overrides, args.target, args.data)
         print(json.dumps(result))
         return
     results = {}
     for fitter in args.fitters:
         command = [sys.executable, "-m", "benchmarks.time_to_accuracy", args.network]
-        command += [*args.overrides, "--target", str(args.target), "--worker", fitter]
+        command += [*args.overrides, "--target", str(args.target), "--data", str(args.data)]
+        command += ["--worker", fitter]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"{fitter} failed:\n{done.stderr[-3000:]}")

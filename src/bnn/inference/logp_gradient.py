@@ -10,8 +10,8 @@ net: 26 ms in PyTensor's default mode, 17 ms here):
 - **PyTensor's C backend with NumPy kernels.** The C backend's ``tanh`` is a
   scalar libm call (5 ms per 500 x 800 layer); NumPy's is SIMD (0.06 ms).
   :class:`NumpyTanh` swaps it in, and the conv net's convolutions and pools go to
-  :mod:`bnn.model.conv_ops`; a convolution of the data, its bias and its pool
-  become one op (:mod:`bnn.model.conv_pool_ops`, :func:`fuse_data_conv_pool`).
+  :mod:`bnn.model.conv_ops`; a convolution, its bias and its pool become one
+  op (:mod:`bnn.model.conv_pool_ops`, :func:`fuse_conv_pool`).
   The C virtual machine runs their Python ``perform``
   directly; PyTensor 3's default backend, Numba, would run them in object mode.
 - **No garbage collection between calls** (``cvm_nogc``): buffers stay allocated
@@ -36,7 +36,6 @@ from pytensor.graph.op import Op
 from pytensor.graph.replace import graph_replace
 from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.graph.rewriting.utils import rewrite_graph
-from pytensor.graph.traversal import variable_depends_on
 from pytensor.scalar.basic import Add, Tanh
 from pytensor.tensor.elemwise import Elemwise
 
@@ -48,10 +47,17 @@ from bnn.model.conv_ops import (
     MaxPool2d,
     PoolGraph,
 )
-from bnn.model.conv_pool_ops import ConvBiasPool, ConvBiasPoolGrad
+from bnn.model.conv_pool_ops import ConvBiasPool, ConvBiasPoolGrad, ConvBiasPoolImageGrad
 
 # The ops that spread blocks of images over the cores (bnn.core.threads.ordered_map).
-BLOCKED_OPS = (Conv2dValid, Conv2dInputGrad, Conv2dKernelGrad, ConvBiasPool, ConvBiasPoolGrad)
+BLOCKED_OPS = (
+    Conv2dValid,
+    Conv2dInputGrad,
+    Conv2dKernelGrad,
+    ConvBiasPool,
+    ConvBiasPoolGrad,
+    ConvBiasPoolImageGrad,
+)
 
 # C backend, the usual rewrites, minus the Gemm fusion (see the module docstring).
 FAST_CPU_MODE = Mode(linker="cvm_nogc", optimizer="fast_run").excluding("gemm_optimizer")
@@ -93,41 +99,32 @@ def numpy_conv(fgraph, node):
     return [Conv2dValid()(*node.inputs)]
 
 
-def fuse_data_conv_pool(wrt):
+@node_rewriter([PoolGraph])
+def fuse_conv_pool(fgraph, node):
     """A rewrite: ``max_pool(conv(images, kernel) + bias)`` -> :class:`ConvBiasPool`.
 
-    It applies where the images do not depend on ``wrt`` (the conv net's first
-    block, whose input is the minibatch), and where nothing else reads the
-    convolution or its sum with the bias: only the pooled maps are kept.
+    It applies where nothing else reads the convolution or its sum with the
+    bias: only the pooled maps are kept (and the mask the gradients read).
     """
-
-    @node_rewriter([PoolGraph])
-    def fuse(fgraph, node):
-        summed = node.inputs[0]
-        add = summed.owner
-        if not (
-            add is not None
-            and isinstance(add.op, Elemwise)
-            and isinstance(add.op.scalar_op, Add)
-            and len(add.inputs) == 2
-            and len(fgraph.clients[summed]) == 1
-        ):
-            return None
-        for conv, bias in (add.inputs, add.inputs[::-1]):
-            if not (conv.owner is not None and isinstance(conv.owner.op, ConvGraph)):
-                continue
-            images, kernel = conv.owner.inputs
-            per_channel = bias.type.broadcastable == (True, True, True, False)
-            if (
-                per_channel
-                and len(fgraph.clients[conv]) == 1
-                and not variable_depends_on(images, [wrt])
-            ):
-                pooled, _ = ConvBiasPool(node.op.pool_size)(images, kernel, bias.flatten())
-                return [pooled]
+    summed = node.inputs[0]
+    add = summed.owner
+    if not (
+        add is not None
+        and isinstance(add.op, Elemwise)
+        and isinstance(add.op.scalar_op, Add)
+        and len(add.inputs) == 2
+        and len(fgraph.clients[summed]) == 1
+    ):
         return None
-
-    return fuse
+    for conv, bias in (add.inputs, add.inputs[::-1]):
+        if not (conv.owner is not None and isinstance(conv.owner.op, ConvGraph)):
+            continue
+        images, kernel = conv.owner.inputs
+        per_channel = bias.type.broadcastable == (True, True, True, False)
+        if per_channel and len(fgraph.clients[conv]) == 1:
+            pooled, _ = ConvBiasPool(node.op.pool_size)(images, kernel, bias.flatten())
+            return [pooled]
+    return None
 
 
 def flat_logp(model: pm.Model, ordering: dict, dtype: str, numpy_kernels: bool = True):
@@ -148,7 +145,7 @@ def flat_logp(model: pm.Model, ordering: dict, dtype: str, numpy_kernels: bool =
     if not numpy_kernels:
         return flat, logp
     # Fusing first: it matches the model's own conv and pool graphs.
-    logp = rewrite_graph(logp, custom_rewrite=in2out(fuse_data_conv_pool(flat)), include=())
+    logp = rewrite_graph(logp, custom_rewrite=in2out(fuse_conv_pool), include=())
     return flat, rewrite_graph(logp, custom_rewrite=in2out(numpy_tanh, numpy_conv), include=())
 
 

@@ -1,20 +1,30 @@
-"""A convolution of data, its bias and its max-pool as one op, in blocks of images.
+"""A convolution, its bias and its max-pool as one op, in blocks of images.
 
-The conv net's first block convolves the images themselves: nothing upstream
-needs its input gradient, and its maps at full resolution are the largest
-arrays of a step (batch x 24 x 24 x 32). Run as separate ops, the convolution,
-the bias, the pool and, backwards, the pool's gradient and the bias's sum each
-stream those maps through memory. :class:`ConvBiasPool` makes the maps one
-block of images at a time and keeps only the pooled maps and a bit mask of
-each window's maxima; :class:`ConvBiasPoolGrad` routes the pooled gradient
-through that mask, one block at a time, to form the kernel's and the bias's
-gradients. The blocks run on every
-core, one BLAS thread each (:func:`bnn.core.threads.ordered_map`), and are
-summed in block order.
+Run as separate ops, a conv block's convolution, bias and pool and, backwards,
+the pool's gradient and the bias's sum each stream the maps at full resolution
+through memory (the first block's, batch x 24 x 24 x 32, are the largest
+arrays of a step). :class:`ConvBiasPool` makes the maps one block of images
+at a time and keeps only the pooled maps and a bit mask of each window's
+maxima. Backwards, only the pixels that won their window (a quarter of the
+maps) carry a gradient, and the mask says which:
+
+- :class:`ConvBiasPoolGrad` gives the kernel's and the bias's gradients. Where
+  a patch row (kernel width x input channels) is long (:func:`walks_maxima`:
+  the second block's 5 x 32), it walks the maxima and adds each one's patch
+  rows, times its gradient, to the kernel's; a quarter of the arithmetic of
+  routing the gradient to full resolution for a matrix product, in loops of
+  160 contiguous values. With one input channel (the first block: rows of 5)
+  the routed product, on the tap matrix, is faster.
+- :class:`ConvBiasPoolImageGrad` gives the images' gradient, where they need
+  one (the second block): each maximum adds its gradient times the kernel into
+  the pixels of its patch.
+
+The blocks run on every core, one BLAS thread each
+(:func:`bnn.core.threads.ordered_map`), and are summed in block order.
 
 The rewrite that swaps the model's graph for these ops is
-:func:`bnn.inference.logp_gradient.fuse_data_conv_pool`; the gradients are
-those of the graph ``max_pool(conv(images, kernel) + bias)``, ties included.
+:func:`bnn.inference.logp_gradient.fuse_conv_pool`; the gradients are those of
+the graph ``max_pool(conv(images, kernel) + bias)``, ties included.
 """
 
 from __future__ import annotations
@@ -110,6 +120,81 @@ def _route_to_maxima(maxima, gradient, size, routed, bias_gradient):
                     bias_gradient[c] += value
 
 
+# Patch rows (kernel width x input channels) at least this long make the gradients
+# walk the maxima instead of a routed matrix product (benchmarks/conv_kernels.py:
+# layer 2's rows of 160 values, 9.2-10.7 ms against 13-14 ms for its kernel gradient).
+SPARSE_ROW_VALUES = 64
+
+
+def walks_maxima(kernel_size: int, channels: int) -> bool:
+    """Whether :func:`conv_bias_pool_gradients` walks the maxima (see :data:`SPARSE_ROW_VALUES`)."""
+    return kernel_size * channels >= SPARSE_ROW_VALUES
+
+
+_walk = numba.njit(error_model="numpy", fastmath=True, cache=True, nogil=True)
+
+
+@_walk
+def _maxima_to_kernel(image_rows, maxima, gradient, size, pool, channels, kernel_rows, bias):
+    """Add, for each window's maxima, its gradient times its patch to the kernel's gradient.
+
+    ``image_rows`` are the images as (batch, h, w * c_in) and ``kernel_rows`` the
+    kernel's gradient as (c_out, k, k * c_in), so a patch row is contiguous in both.
+    ``bias`` (float64) gets each maximum's gradient.
+    """
+    batch, pooled_h, pooled_w, n_out = gradient.shape
+    width = size * channels
+    for b in range(batch):
+        for ph in range(pooled_h):
+            for pw in range(pooled_w):
+                for o in range(n_out):
+                    g = gradient[b, ph, pw, o]
+                    bits = maxima[b, ph, pw, o]
+                    for d in range(pool * pool):
+                        if bits & (1 << d):
+                            bias[o] += g
+                            h = ph * pool + d // pool
+                            first = (pw * pool + d % pool) * channels
+                            for i in range(size):
+                                row = image_rows[b, h + i, first : first + width]
+                                target = kernel_rows[o, i]
+                                for t in range(width):
+                                    target[t] += g * row[t]
+
+
+@_walk
+def _maxima_to_images(kernel_rows, maxima, gradient, size, pool, channels, image_rows):
+    """Add, for each window's maxima, its gradient times the kernel to its patch's pixels.
+
+    ``kernel_rows`` (c_out, k, k * c_in) and ``image_rows`` (batch, h, w * c_in),
+    zeroed by the caller, as in :func:`_maxima_to_kernel`.
+    """
+    batch, pooled_h, pooled_w, n_out = gradient.shape
+    width = size * channels
+    for b in range(batch):
+        for ph in range(pooled_h):
+            for pw in range(pooled_w):
+                for o in range(n_out):
+                    g = gradient[b, ph, pw, o]
+                    bits = maxima[b, ph, pw, o]
+                    for d in range(pool * pool):
+                        if bits & (1 << d):
+                            h = ph * pool + d // pool
+                            first = (pw * pool + d % pool) * channels
+                            for i in range(size):
+                                target = image_rows[b, h + i, first : first + width]
+                                row = kernel_rows[o, i]
+                                for t in range(width):
+                                    target[t] += g * row[t]
+
+
+def _gradient_blocks(images_shape: tuple, itemsize: int) -> list[slice]:
+    """Blocks of images for the walks over the maxima: an image gradient per block in cache."""
+    batch, height, width, channels = images_shape
+    per_image = height * width * channels * itemsize
+    return batch_blocks(batch, per_image, conv_ops.CACHE_BLOCK_BYTES)
+
+
 def conv_bias_pool(
     images: np.ndarray, kernel: np.ndarray, bias: np.ndarray, pool_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -151,8 +236,11 @@ def conv_bias_pool_gradients(
     ``maxima`` is the forward pass's mask and ``gradient`` the gradient in its
     pooled maps. Returns the kernel's gradient (k, k, c_in, c_out) and the bias's.
     """
+    channels = images.shape[3]
+    if walks_maxima(kernel_size, channels):
+        return _walked_gradients(images, kernel_size, maxima, gradient, pool_size)
     n_out = gradient.shape[3]
-    _, height, width, channels = images.shape
+    _, height, width, _ = images.shape
     maps_shape = (height - kernel_size + 1, width - kernel_size + 1, n_out)
 
     def block_gradients(block: slice) -> tuple[np.ndarray, np.ndarray]:
@@ -165,23 +253,97 @@ def conv_bias_pool_gradients(
             return np.dot(tap_matrix(block_images, kernel_size), rows), bias_gradient
         return np.dot(patch_matrix(block_images, kernel_size).T, rows), bias_gradient
 
-    kernel_gradient = np.zeros((kernel_size * kernel_size * channels, n_out), np.float64)
-    bias_gradient = np.zeros(n_out, np.float64)
-    for block_kernel, block_bias in ordered_map(
-        block_gradients, _image_blocks(images, kernel_size, n_out)
-    ):
+    return _sum_blocks(
+        block_gradients,
+        _image_blocks(images, kernel_size, n_out),
+        (kernel_size * kernel_size * channels, n_out),
+        lambda kernel: kernel.reshape(kernel_size, kernel_size, channels, n_out),
+    )
+
+
+def _walked_gradients(images, kernel_size, maxima, gradient, pool_size):
+    """:func:`conv_bias_pool_gradients` by walking the maxima, block by block."""
+    batch, height, width, channels = images.shape
+    n_out = gradient.shape[3]
+    image_rows = images.reshape(batch, height, width * channels)
+
+    def block_gradients(block: slice) -> tuple[np.ndarray, np.ndarray]:
+        kernel_rows = np.zeros((n_out, kernel_size, kernel_size * channels), images.dtype)
+        bias_gradient = np.zeros(n_out, np.float64)
+        _maxima_to_kernel(
+            image_rows[block],
+            maxima[block],
+            gradient[block],
+            kernel_size,
+            pool_size,
+            channels,
+            kernel_rows,
+            bias_gradient,
+        )
+        return kernel_rows, bias_gradient
+
+    return _sum_blocks(
+        block_gradients,
+        _gradient_blocks(images.shape, images.itemsize),
+        (n_out, kernel_size, kernel_size * channels),
+        # (c_out, k, k * c_in) -> (k, k, c_in, c_out)
+        lambda rows: rows.reshape(n_out, kernel_size, kernel_size, channels).transpose(1, 2, 3, 0),
+    )
+
+
+def _sum_blocks(block_gradients, blocks, kernel_shape, to_kernel):
+    """Each block's kernel and bias gradients, summed in float64 in block order."""
+    kernel_gradient = np.zeros(kernel_shape, np.float64)
+    bias_gradient = None
+    for block_kernel, block_bias in ordered_map(block_gradients, blocks):
         kernel_gradient += block_kernel  # in block order: the same sums for any core count
-        bias_gradient += block_bias
-    return kernel_gradient.reshape(kernel_size, kernel_size, channels, n_out), bias_gradient
+        bias_gradient = block_bias if bias_gradient is None else bias_gradient + block_bias
+    return np.ascontiguousarray(to_kernel(kernel_gradient)), bias_gradient
+
+
+def conv_bias_pool_image_gradient(
+    images: np.ndarray,
+    kernel: np.ndarray,
+    maxima: np.ndarray,
+    gradient: np.ndarray,
+    pool_size: int,
+) -> np.ndarray:
+    """The gradient of :func:`conv_bias_pool` in its images (their shape and dtype).
+
+    Each window's maxima add their gradient times the kernel to the pixels of
+    their patch (:func:`_maxima_to_images`), one block of images per thread.
+    """
+    batch, height, width, channels = images.shape
+    size, n_out = kernel.shape[0], kernel.shape[3]
+    # (k, k, c_in, c_out) -> (c_out, k, k * c_in): a patch row is contiguous
+    kernel_rows = np.ascontiguousarray(kernel.transpose(3, 0, 1, 2)).reshape(n_out, size, -1)
+    out = np.empty(images.shape, images.dtype)
+    image_rows = out.reshape(batch, height, width * channels)
+
+    def add_block(block: slice) -> None:
+        image_rows[block] = 0
+        _maxima_to_images(
+            kernel_rows,
+            maxima[block],
+            gradient[block],
+            size,
+            pool_size,
+            channels,
+            image_rows[block],
+        )
+
+    deque(ordered_map(add_block, _gradient_blocks(images.shape, images.itemsize)), maxlen=0)
+    return out
 
 
 class ConvBiasPool(Op):
-    """``max_pool(conv(images, kernel) + bias)`` of images that need no gradient.
+    """``max_pool(conv(images, kernel) + bias)``.
 
     Channels-last images (batch, h, w, c_in), a (k, k, c_in, c_out) kernel and a
     (c_out,) bias. Outputs the pooled maps and the mask of each window's maxima
-    (:func:`conv_bias_pool`), which only the gradient reads. The gradient in the
-    images is not implemented: the rewrite fuses only convolutions of data.
+    (:func:`conv_bias_pool`), which only the gradients read. The images'
+    gradient is its own op, so that it is not computed where no one needs it
+    (images that are data).
     """
 
     __props__ = ("pool_size",)
@@ -209,7 +371,10 @@ class ConvBiasPool(Op):
         kernel_gradient, bias_gradient = ConvBiasPoolGrad(self.pool_size)(
             images, kernel, bias, outputs[1], cotangents[0]
         )
-        return [grad_not_implemented(self, 0, images), kernel_gradient, bias_gradient]
+        image_gradient = ConvBiasPoolImageGrad(self.pool_size)(
+            images, kernel, outputs[1], cotangents[0]
+        )
+        return [image_gradient, kernel_gradient, bias_gradient]
 
 
 class ConvBiasPoolGrad(Op):
@@ -236,6 +401,33 @@ class ConvBiasPoolGrad(Op):
         )
         output_storage[0][0] = kernel_gradient.astype(node.outputs[0].dtype)
         output_storage[1][0] = bias_gradient.astype(node.outputs[1].dtype)
+
+    def pullback(self, inputs, outputs, cotangents):
+        return [grad_not_implemented(self, k, inputs[k]) for k in range(len(inputs))]
+
+
+class ConvBiasPoolImageGrad(Op):
+    """The gradient of :class:`ConvBiasPool` in its images.
+
+    Inputs: the images (for their shape and type), the kernel, the forward
+    pass's mask of maxima and the gradient in its pooled maps.
+    """
+
+    __props__ = ("pool_size",)
+
+    def __init__(self, pool_size: int) -> None:
+        self.pool_size = pool_size
+
+    def make_node(self, images, kernel, maxima, gradient):
+        inputs = list(map(pt.as_tensor_variable, (images, kernel, maxima, gradient)))
+        return Apply(self, inputs, [inputs[0].type()])
+
+    def perform(self, node, inputs, output_storage):
+        images, kernel, maxima, gradient = inputs
+        images, kernel, gradient = _same_dtype(images, kernel, gradient)
+        output_storage[0][0] = conv_bias_pool_image_gradient(
+            images, kernel, np.ascontiguousarray(maxima), gradient, self.pool_size
+        )
 
     def pullback(self, inputs, outputs, cotangents):
         return [grad_not_implemented(self, k, inputs[k]) for k in range(len(inputs))]

@@ -9,6 +9,7 @@ import pytest
 from bnn.inference.logp_gradient import FAST_CPU_MODE, flat_logp
 from bnn.model import conv_ops
 from bnn.model.conv_ops import Conv2dValid, ConvGraph, MaxPool2d, PoolGraph, conv2d_valid
+from bnn.model.conv_pool_ops import ConvBiasPool
 from bnn.model.layers import convolve, image_patches, max_pool
 from bnn.model.networks import build_network
 from bnn.model.priors import FixedNormal
@@ -89,7 +90,8 @@ def test_fused_logp_graph_uses_the_numpy_kernels():
         group = pm.MeanField().groups[0]
     _, logp = flat_logp(model, group.ordering, "float64")
     ops = {type(node.op) for node in pytensor.graph.traversal.applys_between([], [logp])}
-    assert {Conv2dValid, MaxPool2d} <= ops and not {ConvGraph, PoolGraph} & ops
+    # each block's conv, bias and pool are one op (test_conv_pool_ops.py); no im2col graph left
+    assert ConvBiasPool in ops and not {ConvGraph, PoolGraph} & ops
 
 
 def test_max_pool_and_its_gradient_equal_the_reshape_max_graph_with_ties():

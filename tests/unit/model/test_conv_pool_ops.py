@@ -1,4 +1,4 @@
-"""The fused first conv block (conv, bias, max-pool of data) against the model's graph."""
+"""The fused conv blocks (conv, bias, max-pool) against the model's graph."""
 
 import numpy as np
 import pymc as pm
@@ -15,7 +15,7 @@ from bnn.inference.logp_gradient import (
 )
 from bnn.model import conv_ops, conv_pool_ops
 from bnn.model.conv_ops import Conv2dValid, ConvGraph, MaxPool2d, PoolGraph
-from bnn.model.conv_pool_ops import ConvBiasPool, ConvBiasPoolGrad
+from bnn.model.conv_pool_ops import ConvBiasPool, ConvBiasPoolGrad, ConvBiasPoolImageGrad
 from bnn.model.layers import convolve, max_pool
 from bnn.model.networks import build_network
 from bnn.model.priors import FixedNormal
@@ -25,62 +25,79 @@ from bnn.model.specs import ConvSpec, DenseSpec
 
 def tied_arrays(channels: int, rng: np.random.Generator):
     """Images that are mostly 0, and small integers: many windows have tied maxima."""
-    images = rng.integers(0, 3, size=(5, 11, 9, channels)) * (rng.random((5, 11, 9, 1)) < 0.4)
+    # Fewer nonzero pixels where sums over many channels would break the ties.
+    nonzero = 0.4 if channels <= 3 else 0.05
+    images = rng.integers(0, 3, size=(5, 11, 9, channels)) * (rng.random((5, 11, 9, 1)) < nonzero)
     kernel = rng.integers(-1, 2, size=(4, 4, channels, 6))
     bias = rng.integers(-1, 2, size=6)
     return images.astype("float64"), kernel.astype("float64"), bias.astype("float64")
 
 
-@pytest.mark.parametrize("channels", [1, 3], ids=["1 channel (tap matrix)", "3 channels"])
+@pytest.mark.parametrize(
+    "channels",
+    [1, 3, 16],
+    ids=["1 channel (tap matrix)", "3 channels (patches)", "16 channels (walking the maxima)"],
+)
 def test_values_and_gradients_equal_the_graph_with_ties(channels, monkeypatch):
     rng = np.random.default_rng(0)
     images, kernel, bias = tied_arrays(channels, rng)
+    assert conv_pool_ops.walks_maxima(4, channels) == (channels == 16)
     # Blocks of two images: the blocked loops and the sums over blocks are exercised.
     two_images = 2 * (8 * 6 * 16 * channels + 8 * 6 * 6) * 8
     monkeypatch.setattr(conv_ops, "BLOCK_BYTES", two_images)
+    monkeypatch.setattr(conv_ops, "CACHE_BLOCK_BYTES", 2 * 11 * 9 * channels * 8)
     assert len(conv_pool_ops._image_blocks(images, 4, 6)) == 3
+    assert len(conv_pool_ops._gradient_blocks(images.shape, 8)) == 3
     x, w, b = pt.tensor4(dtype="float64"), pt.tensor4(dtype="float64"), pt.vector(dtype="float64")
     weights = pt.as_tensor_variable(rng.normal(size=(5, 4, 3, 6)))
     ours = (ConvBiasPool(2)(x, w, b)[0] * weights).sum()
     graph = (max_pool(convolve(x, w, (11, 9, channels), 4) + b, (8, 6, 6), 2) * weights).sum()
     f = pytensor.function(
         [x, w, b],
-        [ours, graph, *pt.grad(ours, [w, b]), *pt.grad(graph, [w, b])],
+        [ours, graph, *pt.grad(ours, [x, w, b]), *pt.grad(graph, [x, w, b])],
         mode=FAST_CPU_MODE,
     )
-    value, reference, d_kernel, d_bias, ref_kernel, ref_bias = f(images, kernel, bias)
+    value, reference, *gradients = f(images, kernel, bias)
     _, maxima = conv_pool_ops.conv_bias_pool(images, kernel, bias, 2)
     assert (np.bitwise_count(maxima) > 1).mean() > 0.1  # the ties are there to be routed
     assert value == pytest.approx(reference, rel=1e-12)
-    np.testing.assert_allclose(d_kernel, ref_kernel, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(d_bias, ref_bias, rtol=1e-12, atol=1e-12)
+    names = ("images", "kernel", "bias")
+    for name, got, want in zip(names, gradients[:3], gradients[3:], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
-def test_gradients_equal_finite_differences():
+@pytest.mark.parametrize("channels", [2, 32], ids=["routed", "walking the maxima"])
+def test_gradients_equal_finite_differences(channels):
     rng = np.random.default_rng(1)
-    images = rng.normal(size=(3, 7, 7, 2))
 
-    def pooled(kernel, bias):
-        return ConvBiasPool(2)(pt.as_tensor_variable(images), kernel, bias)[0]
+    def pooled(images, kernel, bias):
+        return ConvBiasPool(2)(images, kernel, bias)[0]
 
-    kernel, bias = rng.normal(size=(2, 3, 2, 3)), rng.normal(size=3)
+    images = rng.normal(size=(3, 7, 7, channels))
+    kernel, bias = rng.normal(size=(2, 3, channels, 3)), rng.normal(size=3)
     kernel = kernel[:, :2]  # a 2x2 kernel (a strided view): 6x6 maps, pooled to 3x3
-    pytensor.gradient.verify_grad(pooled, [kernel, bias], rng=rng, mode=FAST_CPU_MODE)
+    assert conv_pool_ops.walks_maxima(2, channels) == (channels == 32)
+    pytensor.gradient.verify_grad(pooled, [images, kernel, bias], rng=rng, mode=FAST_CPU_MODE)
 
 
-def test_the_values_do_not_depend_on_the_number_of_cores(monkeypatch):
+@pytest.mark.parametrize("channels", [1, 8], ids=["routed", "walking the maxima"])
+def test_the_values_do_not_depend_on_the_number_of_cores(channels, monkeypatch):
     rng = np.random.default_rng(2)
-    images = rng.random((9, 12, 12, 1), dtype=np.float32)
-    kernel = rng.normal(size=(5, 5, 1, 4)).astype("float32")
+    images = rng.random((9, 12, 12, channels), dtype=np.float32)
+    kernel = rng.normal(size=(5, 5, channels, 4)).astype("float32")
     bias = rng.normal(size=4).astype("float32")
     gradient = rng.normal(size=(9, 4, 4, 4)).astype("float32")
-    monkeypatch.setattr(conv_ops, "BLOCK_BYTES", 2 * (25 * 64 + 64 * 4) * 4)
+    monkeypatch.setattr(conv_ops, "BLOCK_BYTES", 2 * (25 * 64 * channels + 64 * 4) * 4)
+    monkeypatch.setattr(conv_ops, "CACHE_BLOCK_BYTES", 2 * 144 * channels * 4)
     results = []
     for workers in (1, 3):
         with cores_for_blocks(workers):
             pooled, maxima = conv_pool_ops.conv_bias_pool(images, kernel, bias, 2)
             grads = conv_pool_ops.conv_bias_pool_gradients(images, 5, maxima, gradient, 2)
-        results.append((pooled, maxima, *grads))
+            image_gradient = conv_pool_ops.conv_bias_pool_image_gradient(
+                images, kernel, maxima, gradient, 2
+            )
+        results.append((pooled, maxima, *grads, image_gradient))
     for one, three in zip(*results, strict=True):
         np.testing.assert_array_equal(one, three)
 
@@ -116,19 +133,18 @@ def conv_logp(images):
     return flat, logp, [node.op for node in pytensor.graph.traversal.applys_between([], [logp])]
 
 
-def test_only_the_convolution_of_data_is_fused():
+def test_both_conv_blocks_are_fused_and_only_the_second_has_an_image_gradient():
     images = np.random.default_rng(3).random((3, 784))
     flat, logp, ops = conv_logp(images)
-    assert sum(isinstance(op, ConvBiasPool) for op in ops) == 1
-    # the second block convolves the first block's output, a function of the weights
-    assert sum(isinstance(op, Conv2dValid) for op in ops) == 1
-    assert sum(isinstance(op, MaxPool2d) for op in ops) == 1
-    assert not any(isinstance(op, ConvGraph | PoolGraph) for op in ops)
-    gradient_ops = {
+    assert sum(isinstance(op, ConvBiasPool) for op in ops) == 2
+    assert not any(isinstance(op, ConvGraph | PoolGraph | Conv2dValid | MaxPool2d) for op in ops)
+    gradient_ops = [
         type(node.op)
         for node in pytensor.graph.traversal.applys_between([flat], [pt.grad(logp, flat)])
-    }
-    assert ConvBiasPoolGrad in gradient_ops
+    ]
+    assert gradient_ops.count(ConvBiasPoolGrad) == 2
+    # the first block convolves the data: no one needs its images' gradient
+    assert gradient_ops.count(ConvBiasPoolImageGrad) == 1
 
 
 def test_a_conv_nets_logp_runs_in_blocks_and_a_dense_nets_does_not():
