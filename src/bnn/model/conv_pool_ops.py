@@ -134,13 +134,23 @@ def walks_maxima(kernel_size: int, channels: int) -> bool:
 _walk = numba.njit(error_model="numpy", fastmath=True, cache=True, nogil=True)
 
 
-@_walk
-def _maxima_to_kernel(image_rows, maxima, gradient, size, pool, channels, kernel_rows, bias):
-    """Add, for each window's maxima, its gradient times its patch to the kernel's gradient.
+@numba.njit(inline="always", error_model="numpy", fastmath=True)
+def _add_scaled(target, source, scale):
+    for t in range(target.size):
+        target[t] += scale * source[t]
 
-    ``image_rows`` are the images as (batch, h, w * c_in) and ``kernel_rows`` the
-    kernel's gradient as (c_out, k, k * c_in), so a patch row is contiguous in both.
-    ``bias`` (float64) gets each maximum's gradient.
+
+@_walk
+def _walk_maxima(image_rows, kernel_rows, maxima, gradient, size, pool, channels, to_kernel, bias):
+    """For each window's maxima, add its gradient times one side's patch rows to the other's.
+
+    ``image_rows`` are images as (batch, h, w * c_in) and ``kernel_rows`` a
+    kernel as (c_out, k, k * c_in), so that a patch row is contiguous in both.
+    With ``to_kernel``, each maximum adds its gradient times its patch to
+    ``kernel_rows`` (the kernel's gradient) and its gradient to ``bias``
+    (float64): the images are the forward pass's. Otherwise it adds its
+    gradient times the kernel to its patch's pixels in ``image_rows`` (the
+    images' gradient, zeroed by the caller): the kernel is the forward pass's.
     """
     batch, pooled_h, pooled_w, n_out = gradient.shape
     width = size * channels
@@ -151,41 +161,18 @@ def _maxima_to_kernel(image_rows, maxima, gradient, size, pool, channels, kernel
                     g = gradient[b, ph, pw, o]
                     bits = maxima[b, ph, pw, o]
                     for d in range(pool * pool):
-                        if bits & (1 << d):
+                        if not bits & (1 << d):
+                            continue
+                        h = ph * pool + d // pool
+                        first = (pw * pool + d % pool) * channels
+                        if to_kernel:
                             bias[o] += g
-                            h = ph * pool + d // pool
-                            first = (pw * pool + d % pool) * channels
-                            for i in range(size):
-                                row = image_rows[b, h + i, first : first + width]
-                                target = kernel_rows[o, i]
-                                for t in range(width):
-                                    target[t] += g * row[t]
-
-
-@_walk
-def _maxima_to_images(kernel_rows, maxima, gradient, size, pool, channels, image_rows):
-    """Add, for each window's maxima, its gradient times the kernel to its patch's pixels.
-
-    ``kernel_rows`` (c_out, k, k * c_in) and ``image_rows`` (batch, h, w * c_in),
-    zeroed by the caller, as in :func:`_maxima_to_kernel`.
-    """
-    batch, pooled_h, pooled_w, n_out = gradient.shape
-    width = size * channels
-    for b in range(batch):
-        for ph in range(pooled_h):
-            for pw in range(pooled_w):
-                for o in range(n_out):
-                    g = gradient[b, ph, pw, o]
-                    bits = maxima[b, ph, pw, o]
-                    for d in range(pool * pool):
-                        if bits & (1 << d):
-                            h = ph * pool + d // pool
-                            first = (pw * pool + d % pool) * channels
-                            for i in range(size):
-                                target = image_rows[b, h + i, first : first + width]
-                                row = kernel_rows[o, i]
-                                for t in range(width):
-                                    target[t] += g * row[t]
+                        for i in range(size):
+                            patch_row = image_rows[b, h + i, first : first + width]
+                            if to_kernel:
+                                _add_scaled(kernel_rows[o, i], patch_row, g)
+                            else:
+                                _add_scaled(patch_row, kernel_rows[o, i], g)
 
 
 def _gradient_blocks(images_shape: tuple, itemsize: int) -> list[slice]:
@@ -270,14 +257,15 @@ def _walked_gradients(images, kernel_size, maxima, gradient, pool_size):
     def block_gradients(block: slice) -> tuple[np.ndarray, np.ndarray]:
         kernel_rows = np.zeros((n_out, kernel_size, kernel_size * channels), images.dtype)
         bias_gradient = np.zeros(n_out, np.float64)
-        _maxima_to_kernel(
+        _walk_maxima(
             image_rows[block],
+            kernel_rows,
             maxima[block],
             gradient[block],
             kernel_size,
             pool_size,
             channels,
-            kernel_rows,
+            True,
             bias_gradient,
         )
         return kernel_rows, bias_gradient
@@ -311,7 +299,7 @@ def conv_bias_pool_image_gradient(
     """The gradient of :func:`conv_bias_pool` in its images (their shape and dtype).
 
     Each window's maxima add their gradient times the kernel to the pixels of
-    their patch (:func:`_maxima_to_images`), one block of images per thread.
+    their patch (:func:`_walk_maxima`), one block of images per thread.
     """
     batch, height, width, channels = images.shape
     size, n_out = kernel.shape[0], kernel.shape[3]
@@ -320,16 +308,20 @@ def conv_bias_pool_image_gradient(
     out = np.empty(images.shape, images.dtype)
     image_rows = out.reshape(batch, height, width * channels)
 
+    no_bias = np.zeros(n_out, np.float64)  # the walk into the images adds to no bias
+
     def add_block(block: slice) -> None:
         image_rows[block] = 0
-        _maxima_to_images(
+        _walk_maxima(
+            image_rows[block],
             kernel_rows,
             maxima[block],
             gradient[block],
             size,
             pool_size,
             channels,
-            image_rows[block],
+            False,
+            no_bias,
         )
 
     deque(ordered_map(add_block, _gradient_blocks(images.shape, images.itemsize)), maxlen=0)
