@@ -1,22 +1,22 @@
 """Wall time to a validation accuracy on MNIST: our fit against NumPyro's SVI.
 
     python -m benchmarks.time_to_accuracy dense --target 0.98
-    python -m benchmarks.time_to_accuracy conv --target 0.99 inference.n_iter=4000
+    python -m benchmarks.time_to_accuracy conv inference.n_iter=4000 --target 0.99
 
-Both fitters get the same problem: the preprocessed MNIST splits
-(``dvc repro preprocess``, or ``--data``), the project's config for the network with the given
-Hydra overrides (schedule, batch, start sigma), the config's seed for the
-initial means (:func:`bnn.inference.pymc_engine.initial_means`), float32. Each
-runs in its own process, one after the other, with a
+(``make bench-accuracy`` runs both.) Both fitters get the same problem: the
+preprocessed MNIST splits (``dvc repro preprocess``, or ``--data``), the
+project's config for the network with the given Hydra overrides (schedule,
+batch, start sigma), the config's seed for the initial means
+(:func:`bnn.inference.pymc_engine.initial_means`), float32. Each runs in its
+own process, one after the other, with a
 :class:`~bnn.inference.validation.ValidationMonitor` every ``validate_every``
 steps at the posterior mean (the same NumPy forward pass for both; its own
 time off the clock). The clock starts before the model is built, so
 compilation (PyTensor's, XLA's) counts, as it does for a user. A fit stops at
 the first check that reaches the target, or after ``n_iter`` steps.
 
-Prints one line per fitter and a JSON summary (the last line; ``--out`` writes it too).
-NumPyro and JAX
-are the benchmark group (``make bench-env``).
+Prints one line per fitter and a JSON summary (the last line; ``--out`` writes
+it too). NumPyro and JAX are the benchmark group (``make bench-env``).
 """
 
 from __future__ import annotations
