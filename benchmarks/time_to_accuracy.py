@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
             split_size(args.data, split)  # a missing split: one clear error, before any fit
     except DataError as error:
         raise SystemExit(f"error: {error}") from None
-    if "numpyro" in args.fitters and importlib.util.find_spec("numpyro") is None:
+    fitters = [args.worker] if args.worker else args.fitters  # a worker runs one fitter
+    if "numpyro" in fitters and importlib.util.find_spec("numpyro") is None:
         raise SystemExit(
             "error: NumPyro is not installed; `make bench-env` adds the benchmark group"
         )

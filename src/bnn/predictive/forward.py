@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnn.core.mnist import IMAGE_SHAPE
+from bnn.model import direct_conv
 from bnn.model.im2col import batch_blocks, patch_bytes, patch_matrix, tap_matrix
 from bnn.model.specs import ConvSpec, DenseSpec
 
@@ -72,7 +73,9 @@ def convolve_pool(
     adds the bias and writes each draw's pooled maps. They never leave the cache,
     and the patch matrix of a deeper layer (25 times its input) is never built
     for more than a block. A first layer, with one input for every draw, folds
-    the draws into the GEMM's output channels.
+    the draws into the GEMM's output channels. A deeper layer in float32 is the
+    direct convolution in C where it compiled (:mod:`bnn.model.direct_conv`):
+    no patch matrix at all, and the same maps to float32 rounding.
     """
     draws, size, _, _, c_out = kernel.shape
     lead, n_images, height, width, _ = images.shape
@@ -81,21 +84,30 @@ def convolve_pool(
         (draws, n_images, out_h // pool_size, out_w // pool_size, c_out), images.dtype
     )
     bias = np.ascontiguousarray(bias, dtype=images.dtype)  # the pool kernel reshapes it
+    direct = images.dtype == np.float32 and direct_conv.available()
     if lead == 1:
         folded = kernel.reshape(draws, -1, c_out).transpose(1, 0, 2).reshape(-1, draws * c_out)
         folded = np.ascontiguousarray(folded, dtype=images.dtype)
         per_image = out_h * out_w * draws * c_out * images.itemsize
         for block in batch_blocks(n_images, per_image, MAP_BLOCK_BYTES):
-            maps = np.dot(_patch_rows(images[0, block], size), folded)
+            if direct:  # no patch matrix: the images' own rows (bnn.model.direct_conv)
+                maps = direct_conv.conv_valid(
+                    images[0, block], folded.reshape(size, size, -1, draws * c_out)
+                )
+            else:
+                maps = np.dot(_patch_rows(images[0, block], size), folded)
             _pool_add_bias(
                 maps.reshape(-1, out_h, out_w, draws, c_out), bias, pool_size, pooled[:, block]
             )
         return pooled
     for draw in range(draws):
         matrix = np.ascontiguousarray(kernel[draw].reshape(-1, c_out), dtype=images.dtype)
-        per_image = patch_bytes(images[draw], size)
+        per_image = out_h * out_w * c_out * 4 if direct else patch_bytes(images[draw], size)
         for block in batch_blocks(n_images, per_image, MAP_BLOCK_BYTES):
-            maps = np.dot(_patch_rows(images[draw, block], size), matrix)
+            if direct:  # no patch matrix: the images' own rows (bnn.model.direct_conv)
+                maps = direct_conv.conv_valid(images[draw, block], kernel[draw])
+            else:
+                maps = np.dot(_patch_rows(images[draw, block], size), matrix)
             _pool_add_bias(
                 maps.reshape(-1, out_h, out_w, 1, c_out),
                 bias[draw : draw + 1],

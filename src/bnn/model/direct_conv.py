@@ -1,0 +1,186 @@
+"""A direct 'valid' convolution in C, for channels-last float32 images: no patch matrix.
+
+For a fixed kernel row ``i``, the patch row of output position ``x`` is the
+``k * c_in`` contiguous values ``image[y + i, x : x + k, :]``, and position
+``x + 1``'s starts ``c_in`` values later. So the convolution is a product of
+overlapping rows of the image itself with the kernel's rows: eight output
+positions of 32 channels are held in sixteen 16-float registers while the
+kernel rows stream past, and the im2col copy (25 times the input) is never
+made. OpenBLAS's products with 32 columns, which the im2col route needs, run
+at about half the core's peak; docs/speed.md has the measurements.
+
+The kernel is compiled once per machine with the system's C compiler
+(``$CC``, else ``cc``; ``-O3 -march=native``) into a cache folder
+(``$BNN_NATIVE_CACHE``, else ``~/.cache/bnn/native``), the file named by a hash
+of the source, flags, compiler and CPU, and written atomically. Where no
+compiler works, or ``BNN_NATIVE=0``, :func:`available` is False and callers
+keep the NumPy route; the two agree to float32 rounding, not bit for bit
+(other sums in another order). It loads with :mod:`ctypes`, which releases the
+GIL for the call, so blocks run in parallel on threads. It imports neither
+PyTensor nor Numba, so serving can use it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# The output channels go 32 at a time (two 16-float vectors per position); a
+# kernel with fewer or more is padded with zero columns to a multiple of 32.
+PANEL = 32
+
+SOURCE = r"""
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+
+/* positions_R: R output positions x 32 output channels, summed over every kernel
+   row. One function per R, so that the R x 2 sums are registers, not memory. */
+#define POSITIONS(R)                                                                   \
+static void positions_##R(const float *image, const float *kernel, float *out,        \
+                          long width, long channels, long size, long c_out) {          \
+    long row = size * channels;                                                        \
+    v16 lo[R], hi[R];                                                                  \
+    for (int r = 0; r < R; r++) { lo[r] = (v16){0}; hi[r] = (v16){0}; }               \
+    for (long i = 0; i < size; i++) {                                                  \
+        const float *a = image + i * width * channels;                                 \
+        const float *k = kernel + i * row * c_out;                                     \
+        for (long t = 0; t < row; t++) {                                               \
+            v16 k0 = *(const v16 *)(k + t * c_out);                                    \
+            v16 k1 = *(const v16 *)(k + t * c_out + 16);                               \
+            _Pragma("GCC unroll 8")                                                    \
+            for (int r = 0; r < R; r++) {                                              \
+                float value = a[r * channels + t];                                     \
+                lo[r] += value * k0;                                                   \
+                hi[r] += value * k1;                                                   \
+            }                                                                          \
+        }                                                                              \
+    }                                                                                  \
+    for (int r = 0; r < R; r++) {                                                      \
+        *(v16 *)(out + r * c_out) = lo[r];                                             \
+        *(v16 *)(out + r * c_out + 16) = hi[r];                                        \
+    }                                                                                  \
+}
+POSITIONS(1) POSITIONS(2) POSITIONS(3) POSITIONS(4)
+POSITIONS(5) POSITIONS(6) POSITIONS(7) POSITIONS(8)
+
+typedef void (*positions_fn)(const float *, const float *, float *, long, long, long, long);
+static const positions_fn POSITIONS_OF[9] = {
+    0, positions_1, positions_2, positions_3, positions_4,
+    positions_5, positions_6, positions_7, positions_8};
+
+/* out (n, h - size + 1, w - size + 1, panels * 32) from images (n, h, w, channels)
+   and kernel (size, size, channels, panels * 32), all C-contiguous float32. */
+void conv_valid(const float *images, const float *kernel, float *out, long n, long height,
+                long width, long channels, long size, long panels) {
+    long out_h = height - size + 1, out_w = width - size + 1, c_out = panels * 32;
+    for (long b = 0; b < n; b++) {
+        for (long y = 0; y < out_h; y++) {
+            const float *image = images + ((b * height + y) * width) * channels;
+            float *maps = out + ((b * out_h + y) * out_w) * c_out;
+            for (long p = 0; p < panels; p++) {
+                for (long x = 0; x < out_w; x += 8) {
+                    long rows = out_w - x < 8 ? out_w - x : 8;
+                    POSITIONS_OF[rows](image + x * channels, kernel + p * 32,
+                                       maps + x * c_out + p * 32, width, channels, size, c_out);
+                }
+            }
+        }
+    }
+}
+"""
+FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")
+
+
+def available() -> bool:
+    """Whether the C kernel is compiled and loaded (``BNN_NATIVE=0`` turns it off)."""
+    return os.environ.get("BNN_NATIVE", "1") != "0" and _library() is not None
+
+
+def conv_valid(images: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """'Valid' convolution: (n, h - k + 1, w - k + 1, c_out) float32.
+
+    Parameters
+    ----------
+    images : ndarray
+        Shape (n, h, w, c_in), float32, channels last.
+    kernel : ndarray
+        Shape (k, k, c_in, c_out), float32.
+    out : ndarray, optional
+        Where to write the maps, C-contiguous float32 of the result's shape.
+
+    Call only where :func:`available` is True.
+    """
+    library = _library()
+    n, height, width, channels = images.shape
+    size, _, _, c_out = kernel.shape
+    panels = -(-c_out // PANEL)
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    padded = np.zeros((size, size, channels, panels * PANEL), np.float32)
+    padded[..., :c_out] = kernel
+    shape = (n, height - size + 1, width - size + 1, panels * PANEL)
+    maps = out if out is not None and c_out == panels * PANEL else np.empty(shape, np.float32)
+    if maps.shape != shape or maps.dtype != np.float32 or not maps.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous float32 of shape {shape}")
+    pointer = lambda array: array.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
+    library.conv_valid(
+        pointer(images), pointer(padded), pointer(maps), n, height, width, channels, size, panels
+    )
+    if c_out == panels * PANEL:
+        return maps
+    if out is None:
+        return np.ascontiguousarray(maps[..., :c_out])
+    out[...] = maps[..., :c_out]
+    return out
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    compiler = os.environ.get("CC", "cc")
+    try:
+        path = _compiled(compiler)
+        library = ctypes.CDLL(str(path))
+    except (OSError, subprocess.CalledProcessError) as error:
+        detail = getattr(error, "stderr", None) or error
+        log.warning("direct convolution not compiled (%s); using im2col: %s", compiler, detail)
+        return None
+    library.conv_valid.restype = None
+    library.conv_valid.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 6
+    return library
+
+
+def _compiled(compiler: str) -> Path:
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True)
+    key = "\n".join([SOURCE, *FLAGS, version.stdout, platform.machine(), _cpu_model()])
+    folder = Path(os.environ.get("BNN_NATIVE_CACHE") or Path.home() / ".cache" / "bnn" / "native")
+    path = folder / f"direct_conv-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
+    if path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        source, built = Path(scratch) / "direct_conv.c", Path(scratch) / path.name
+        source.write_text(SOURCE)
+        command = [compiler, *FLAGS, "-o", str(built), str(source)]
+        subprocess.run(command, capture_output=True, text=True, check=True)
+        os.replace(built, path)  # atomic: another process sees the whole file or none
+    return path
+
+
+def _cpu_model() -> str:
+    # -march=native builds for this CPU; a cache folder shared between machines
+    # (a home on a network drive) must not hand one CPU's build to another.
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    first = lambda field: next((line for line in lines if line.startswith(field)), "")  # noqa: E731
+    return first("model name") + first("flags")

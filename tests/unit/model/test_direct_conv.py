@@ -1,0 +1,111 @@
+"""``bnn.model.direct_conv``: the C convolution against im2col and NumPy's product."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from bnn.model import direct_conv
+from bnn.model.im2col import patch_matrix
+from bnn.model.specs import ConvSpec
+from bnn.predictive import forward
+
+
+def im2col_conv(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    size, _, _, c_out = kernel.shape
+    n, height, width, _ = images.shape
+    products = patch_matrix(images.astype(np.float64), size) @ kernel.reshape(-1, c_out)
+    return products.reshape(n, height - size + 1, width - size + 1, c_out)
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("BNN_NATIVE_CACHE", str(tmp_path_factory.getbasetemp() / "native"))
+    monkeypatch.delenv("BNN_NATIVE", raising=False)
+
+
+def test_it_compiles_here():
+    # CI's machines have a C compiler (PyTensor's C backend needs one too); a
+    # silent fall back to im2col there would leave the kernel untested.
+    assert direct_conv.available()
+
+
+@pytest.mark.parametrize(
+    "n, height, width, c_in, c_out, size",
+    [
+        (3, 12, 12, 32, 32, 5),  # the conv net's second layer: eight positions a row
+        (2, 28, 28, 1, 320, 5),  # its first, ten draws folded into the channels
+        (4, 9, 20, 3, 5, 3),  # rows of 18 positions: two of eight and a tail of two
+        (2, 7, 13, 2, 40, 2),  # 12 positions; channels padded from 40 to 64
+        (1, 5, 5, 4, 64, 5),  # a single position, two panels
+    ],
+)
+def test_maps_equal_im2col_to_float32_rounding(n, height, width, c_in, c_out, size):
+    rng = np.random.default_rng(n + height + c_out)
+    images = rng.standard_normal((n, height, width, c_in), dtype=np.float32)
+    kernel = rng.standard_normal((size, size, c_in, c_out), dtype=np.float32)
+    maps = direct_conv.conv_valid(images, kernel)
+    exact = im2col_conv(images, kernel)
+    assert maps.shape == exact.shape and maps.dtype == np.float32
+    # A float32 sum of `terms` products of standard normals: its partial sums are
+    # about sqrt(terms) in size and their roundings add like a random walk over
+    # `terms` steps, so about terms * eps in all; allow 8 times that.
+    terms = size * size * c_in
+    np.testing.assert_allclose(maps, exact, rtol=0, atol=8 * terms * np.finfo(np.float32).eps)
+
+
+def test_out_is_filled_in_place_and_nan_propagates():
+    rng = np.random.default_rng(1)
+    images = rng.standard_normal((2, 12, 12, 32), dtype=np.float32)
+    kernel = rng.standard_normal((5, 5, 32, 32), dtype=np.float32)
+    images[1, 3, 4, 0] = np.nan
+    out = np.full((2, 8, 8, 32), 7, np.float32)
+    assert direct_conv.conv_valid(images, kernel, out) is out
+    # position (y, x) reads rows y..y+4 and columns x..x+4: the NaN pixel reaches these
+    touched = np.zeros((8, 8), bool)
+    touched[0:4, 0:5] = True
+    assert np.isnan(out[1][touched]).all() and not np.isnan(out[1][~touched]).any()
+    assert not np.isnan(out[0]).any()
+    with pytest.raises(ValueError, match="C-contiguous float32 of shape"):
+        direct_conv.conv_valid(images, kernel, np.empty((2, 8, 8, 32), np.float64))
+
+
+def test_the_same_bits_on_every_call_and_for_any_split_of_the_images():
+    rng = np.random.default_rng(2)
+    images = rng.standard_normal((6, 12, 12, 32), dtype=np.float32)
+    kernel = rng.standard_normal((5, 5, 32, 32), dtype=np.float32)
+    whole = direct_conv.conv_valid(images, kernel)
+    np.testing.assert_array_equal(direct_conv.conv_valid(images, kernel), whole)
+    split = [direct_conv.conv_valid(images[i : i + 1], kernel) for i in range(6)]
+    np.testing.assert_array_equal(np.concatenate(split), whole)
+
+
+def test_no_compiler_means_im2col_with_one_warning(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("BNN_NATIVE_CACHE", str(tmp_path / "cache"))
+    direct_conv._library.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="bnn.model.direct_conv"):
+            assert not direct_conv.available()
+            assert not direct_conv.available()
+        assert len(caplog.records) == 1 and "using im2col" in caplog.records[0].message
+    finally:
+        direct_conv._library.cache_clear()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_conv_forward_pass_agrees_with_and_without_it(monkeypatch):
+    spec = ConvSpec(n_filters=(3, 32), n_hidden=(8,))
+    rng = np.random.default_rng(3)
+    weights = {
+        name: (rng.standard_normal((4, *shape)) * 0.3).astype(np.float32)
+        for name, shape in spec.weight_shapes().items()
+    }
+    images = rng.random((5, 784), dtype=np.float32)
+    direct = forward.conv_logits(images, spec, weights)
+    monkeypatch.setenv("BNN_NATIVE", "0")
+    assert not direct_conv.available()
+    numpy_only = forward.conv_logits(images, spec, weights)
+    # two float32 computations with other summation orders (the test above bounds
+    # the maps); through tanh, the pool and two dense layers of 8 units
+    np.testing.assert_allclose(direct, numpy_only, rtol=0, atol=1e-5 * np.abs(numpy_only).max())
