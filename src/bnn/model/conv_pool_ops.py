@@ -19,6 +19,10 @@ maps) carry a gradient, and the mask says which:
   one (the second block): each maximum adds its gradient times the kernel into
   the pixels of its patch.
 
+In float32, the convolution itself is the C direct one where it compiled
+(:mod:`bnn.model.direct_conv`: no patch matrix); otherwise im2col and a
+matrix product. The gradients are the same either way.
+
 The blocks run on every core, one BLAS thread each
 (:func:`bnn.core.threads.ordered_map`), and are summed in block order.
 
@@ -39,23 +43,36 @@ from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
 from bnn.core.threads import ordered_map
-from bnn.model import conv_ops
+from bnn.model import conv_ops, direct_conv
 from bnn.model.im2col import batch_blocks, patch_bytes, patch_matrix, tap_matrix
 
 
-def _image_blocks(images: np.ndarray, kernel_size: int, n_out: int) -> list[slice]:
+def _direct(images: np.ndarray) -> bool:
+    """Whether the convolution is the C direct one (float32, where it compiled)."""
+    return images.dtype == np.float32 and direct_conv.available()
+
+
+def _image_blocks(
+    images: np.ndarray, kernel_size: int, n_out: int, patches: bool = True
+) -> list[slice]:
     """Blocks whose patches and full-resolution maps take :data:`conv_ops.BLOCK_BYTES`.
 
     Not a core's cache: a few large blocks per core were faster than many that
     fit in it (benchmarks/conv_kernels.py), as each block has fixed costs.
+    Without patches (the direct convolution), blocks of maps that fit a core's cache.
     """
     out_h, out_w = images.shape[1] - kernel_size + 1, images.shape[2] - kernel_size + 1
-    per_image = patch_bytes(images, kernel_size) + out_h * out_w * n_out * images.itemsize
+    maps_bytes = out_h * out_w * n_out * images.itemsize
+    if not patches:
+        return batch_blocks(len(images), maps_bytes, conv_ops.CACHE_BLOCK_BYTES)
+    per_image = patch_bytes(images, kernel_size) + maps_bytes
     return batch_blocks(len(images), per_image, conv_ops.BLOCK_BYTES)
 
 
 def _block_maps(images: np.ndarray, kernel: np.ndarray, size: int) -> np.ndarray:
     """One block's convolution, without the bias: (batch, h - k + 1, w - k + 1, c_out)."""
+    if _direct(images):  # no patch matrix (bnn.model.direct_conv)
+        return direct_conv.conv_valid(images, kernel)
     n_out = kernel.shape[3]
     matrix = kernel.reshape(-1, n_out)
     batch, height, width, channels = images.shape
@@ -207,7 +224,8 @@ def conv_bias_pool(
         maps = _block_maps(images[block], kernel, size)
         _pool_with_bias(maps, bias, pool_size, pooled[block], maxima[block])
 
-    deque(ordered_map(pool_block, _image_blocks(images, size, n_out)), maxlen=0)
+    blocks = _image_blocks(images, size, n_out, patches=not _direct(images))
+    deque(ordered_map(pool_block, blocks), maxlen=0)
     return pooled, maxima
 
 
