@@ -14,14 +14,17 @@ maps) carry a gradient, and the mask says which:
   rows, times its gradient, to the kernel's; a quarter of the arithmetic of
   routing the gradient to full resolution for a matrix product, in loops of
   160 contiguous values. With one input channel (the first block: rows of 5)
-  the routed product, on the tap matrix, is faster.
+  the routed product, on the tap matrix, is faster. In float32 with the C
+  kernels (below), both blocks route the gradient and take the product with
+  the images' own rows in C (:func:`bnn.model.direct_conv.kernel_gradient`),
+  which beats both.
 - :class:`ConvBiasPoolImageGrad` gives the images' gradient, where they need
   one (the second block): each maximum adds its gradient times the kernel into
   the pixels of its patch.
 
 In float32, the convolution itself is the C direct one where it compiled
 (:mod:`bnn.model.direct_conv`: no patch matrix); otherwise im2col and a
-matrix product. The gradients are the same either way.
+matrix product.
 
 The blocks run on every core, one BLAS thread each
 (:func:`bnn.core.threads.ordered_map`), and are summed in block order.
@@ -241,8 +244,8 @@ def conv_bias_pool_gradients(
     ``maxima`` is the forward pass's mask and ``gradient`` the gradient in its
     pooled maps. Returns the kernel's gradient (k, k, c_in, c_out) and the bias's.
     """
-    channels = images.shape[3]
-    if walks_maxima(kernel_size, channels):
+    channels, direct = images.shape[3], _direct(images)
+    if walks_maxima(kernel_size, channels) and not direct:
         return _walked_gradients(images, kernel_size, maxima, gradient, pool_size)
     n_out = gradient.shape[3]
     _, height, width, _ = images.shape
@@ -253,14 +256,23 @@ def conv_bias_pool_gradients(
         routed = np.empty((len(block_images), *maps_shape), gradient.dtype)
         bias_gradient = np.zeros(n_out, np.float64)
         _route_to_maxima(maxima[block], gradient[block], pool_size, routed, bias_gradient)
+        if direct:  # the images' own rows against the routed maps, sums in registers
+            return direct_conv.kernel_gradient(block_images, routed).reshape(
+                -1, n_out
+            ), bias_gradient
         rows = routed.reshape(-1, n_out)
         if channels == 1:
             return np.dot(tap_matrix(block_images, kernel_size), rows), bias_gradient
         return np.dot(patch_matrix(block_images, kernel_size).T, rows), bias_gradient
 
+    if direct:  # a block's images and routed maps are read once per kernel row: in cache
+        per_image = (height * width * channels + int(np.prod(maps_shape))) * images.itemsize
+        blocks = batch_blocks(len(images), per_image, conv_ops.CACHE_BLOCK_BYTES)
+    else:
+        blocks = _image_blocks(images, kernel_size, n_out)
     return _sum_blocks(
         block_gradients,
-        _image_blocks(images, kernel_size, n_out),
+        blocks,
         (kernel_size * kernel_size * channels, n_out),
         lambda kernel: kernel.reshape(kernel_size, kernel_size, channels, n_out),
     )

@@ -1,4 +1,4 @@
-"""A direct 'valid' convolution in C, for channels-last float32 images: no patch matrix.
+"""A direct 'valid' convolution and its kernel's gradient in C, for float32: no patch matrix.
 
 For a fixed kernel row ``i``, the patch row of output position ``x`` is the
 ``k * c_in`` contiguous values ``image[y + i, x : x + k, :]``, and position
@@ -7,7 +7,10 @@ overlapping rows of the image itself with the kernel's rows: eight output
 positions of 32 channels are held in sixteen 16-float registers while the
 kernel rows stream past, and the im2col copy (25 times the input) is never
 made. OpenBLAS's products with 32 columns, which the im2col route needs, run
-at about half the core's peak; docs/speed.md has the measurements.
+at about half the core's peak; docs/speed.md has the measurements. The
+kernel's gradient is the same loop with the roles turned: a few values of a
+kernel row x 32 channels in registers while the gradient at every output
+position streams past (:func:`kernel_gradient`).
 
 The kernel is compiled once per machine with the system's C compiler
 (``$CC``, else ``cc``; ``-O3 -march=native``) into a cache folder
@@ -78,6 +81,61 @@ static const positions_fn POSITIONS_OF[9] = {
     0, positions_1, positions_2, positions_3, positions_4,
     positions_5, positions_6, positions_7, positions_8};
 
+/* kernel_R: the kernel's gradient at R consecutive values of one kernel row
+   (R rows of the patch matrix) x 32 output channels, summed over every output
+   position: the gradient at the maps streams past while the sums stay in registers. */
+#define KERNEL_ROWS(R)                                                                 \
+static void kernel_rows_##R(const float *image, const float *gradient, float *out,    \
+                            long n, long height, long width, long channels,            \
+                            long out_h, long out_w, long c_out) {                      \
+    v16 lo[R], hi[R];                                                                  \
+    for (int r = 0; r < R; r++) { lo[r] = (v16){0}; hi[r] = (v16){0}; }               \
+    for (long b = 0; b < n; b++) {                                                     \
+        for (long y = 0; y < out_h; y++) {                                             \
+            const float *a = image + ((b * height + y) * width) * channels;            \
+            const float *g = gradient + ((b * out_h + y) * out_w) * c_out;             \
+            for (long x = 0; x < out_w; x++) {                                         \
+                v16 g0 = *(const v16 *)(g + x * c_out);                                \
+                v16 g1 = *(const v16 *)(g + x * c_out + 16);                           \
+                _Pragma("GCC unroll 8")                                                \
+                for (int r = 0; r < R; r++) {                                          \
+                    float value = a[x * channels + r];                                 \
+                    lo[r] += value * g0;                                               \
+                    hi[r] += value * g1;                                               \
+                }                                                                      \
+            }                                                                          \
+        }                                                                              \
+    }                                                                                  \
+    for (int r = 0; r < R; r++) {                                                      \
+        *(v16 *)(out + r * c_out) = lo[r];                                             \
+        *(v16 *)(out + r * c_out + 16) = hi[r];                                        \
+    }                                                                                  \
+}
+KERNEL_ROWS(1) KERNEL_ROWS(2) KERNEL_ROWS(3) KERNEL_ROWS(4)
+KERNEL_ROWS(5) KERNEL_ROWS(6) KERNEL_ROWS(7) KERNEL_ROWS(8)
+
+typedef void (*kernel_rows_fn)(const float *, const float *, float *, long, long, long,
+                               long, long, long, long);
+static const kernel_rows_fn KERNEL_ROWS_OF[9] = {
+    0, kernel_rows_1, kernel_rows_2, kernel_rows_3, kernel_rows_4,
+    kernel_rows_5, kernel_rows_6, kernel_rows_7, kernel_rows_8};
+
+/* out (size, size, channels, panels * 32): the gradient of conv_valid's kernel,
+   sum over images and positions of patch value x gradient (n, h', w', panels * 32). */
+void kernel_gradient(const float *images, const float *gradient, float *out, long n,
+                     long height, long width, long channels, long size, long panels) {
+    long out_h = height - size + 1, out_w = width - size + 1, c_out = panels * 32;
+    long row = size * channels;
+    for (long i = 0; i < size; i++)
+        for (long p = 0; p < panels; p++)
+            for (long t = 0; t < row; t += 8) {
+                long rows = row - t < 8 ? row - t : 8;
+                KERNEL_ROWS_OF[rows](images + i * width * channels + t, gradient + p * 32,
+                                     out + (i * row + t) * c_out + p * 32, n, height, width,
+                                     channels, out_h, out_w, c_out);
+            }
+}
+
 /* out (n, h - size + 1, w - size + 1, panels * 32) from images (n, h, w, channels)
    and kernel (size, size, channels, panels * 32), all C-contiguous float32. */
 void conv_valid(const float *images, const float *kernel, float *out, long n, long height,
@@ -99,6 +157,9 @@ void conv_valid(const float *images, const float *kernel, float *out, long n, lo
 }
 """
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")
+if platform.machine() in ("x86_64", "AMD64"):
+    # GCC tunes loops for 256-bit vectors on AVX-512 CPUs unless told otherwise.
+    FLAGS += ("-mprefer-vector-width=512",)
 
 
 def available() -> bool:
@@ -131,9 +192,8 @@ def conv_valid(images: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = 
     maps = out if out is not None and c_out == panels * PANEL else np.empty(shape, np.float32)
     if maps.shape != shape or maps.dtype != np.float32 or not maps.flags.c_contiguous:
         raise ValueError(f"out must be C-contiguous float32 of shape {shape}")
-    pointer = lambda array: array.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
     library.conv_valid(
-        pointer(images), pointer(padded), pointer(maps), n, height, width, channels, size, panels
+        _pointer(images), _pointer(padded), _pointer(maps), n, height, width, channels, size, panels
     )
     if c_out == panels * PANEL:
         return maps
@@ -141,6 +201,50 @@ def conv_valid(images: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = 
         return np.ascontiguousarray(maps[..., :c_out])
     out[...] = maps[..., :c_out]
     return out
+
+
+def kernel_gradient(images: np.ndarray, gradient: np.ndarray) -> np.ndarray:
+    """The gradient of :func:`conv_valid`'s kernel: (k, k, c_in, c_out) float32.
+
+    Parameters
+    ----------
+    images : ndarray
+        Shape (n, h, w, c_in), float32, channels last.
+    gradient : ndarray
+        The gradient at the maps, (n, h - k + 1, w - k + 1, c_out), float32.
+
+    Each value is one float32 sum over every image and position. Call only
+    where :func:`available` is True.
+    """
+    library = _library()
+    n, height, width, channels = images.shape
+    size = height - gradient.shape[1] + 1
+    c_out = gradient.shape[3]
+    panels = -(-c_out // PANEL)
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    if c_out == panels * PANEL:
+        gradient = np.ascontiguousarray(gradient, dtype=np.float32)
+    else:
+        gradient = np.concatenate(
+            [gradient, np.zeros((*gradient.shape[:3], panels * PANEL - c_out), np.float32)], axis=3
+        )
+    out = np.empty((size, size, channels, panels * PANEL), np.float32)
+    library.kernel_gradient(
+        _pointer(images),
+        _pointer(gradient),
+        _pointer(out),
+        n,
+        height,
+        width,
+        channels,
+        size,
+        panels,
+    )
+    return out if c_out == panels * PANEL else np.ascontiguousarray(out[..., :c_out])
+
+
+def _pointer(array: np.ndarray) -> ctypes.c_void_p:
+    return array.ctypes.data_as(ctypes.c_void_p)
 
 
 @functools.cache
@@ -153,8 +257,9 @@ def _library() -> ctypes.CDLL | None:
         detail = getattr(error, "stderr", None) or error
         log.warning("direct convolution not compiled (%s); using im2col: %s", compiler, detail)
         return None
-    library.conv_valid.restype = None
-    library.conv_valid.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 6
+    for function in (library.conv_valid, library.kernel_gradient):
+        function.restype = None
+        function.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 6
     return library
 
 

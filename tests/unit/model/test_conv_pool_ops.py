@@ -86,8 +86,11 @@ def test_gradients_equal_finite_differences(channels):
     pytensor.gradient.verify_grad(pooled, [images, kernel, bias], rng=rng, mode=FAST_CPU_MODE)
 
 
-@pytest.mark.parametrize("channels", [1, 8], ids=["routed", "walking the maxima"])
-def test_the_values_do_not_depend_on_the_number_of_cores(channels, monkeypatch):
+@pytest.mark.parametrize("native", ["1", "0"], ids=["C direct", "im2col"])
+@pytest.mark.parametrize("channels", [1, 16], ids=["routed", "walking the maxima"])
+def test_the_values_do_not_depend_on_the_number_of_cores(channels, native, monkeypatch):
+    monkeypatch.setenv("BNN_NATIVE", native)
+    assert conv_pool_ops.walks_maxima(5, channels) == (channels == 16)
     rng = np.random.default_rng(2)
     images = rng.random((9, 12, 12, channels), dtype=np.float32)
     kernel = rng.normal(size=(5, 5, channels, 4)).astype("float32")

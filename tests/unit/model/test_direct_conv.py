@@ -109,3 +109,22 @@ def test_the_conv_forward_pass_agrees_with_and_without_it(monkeypatch):
     # two float32 computations with other summation orders (the test above bounds
     # the maps); through tanh, the pool and two dense layers of 8 units
     np.testing.assert_allclose(direct, numpy_only, rtol=0, atol=1e-5 * np.abs(numpy_only).max())
+
+
+@pytest.mark.parametrize(
+    "n, height, c_in, c_out, size",
+    [(3, 12, 32, 32, 5), (2, 28, 1, 32, 5), (4, 9, 3, 5, 3), (2, 7, 10, 40, 2)],
+)
+def test_kernel_gradient_equals_the_patch_products_to_float32_rounding(
+    n, height, c_in, c_out, size
+):
+    rng = np.random.default_rng(n + c_out)
+    images = rng.standard_normal((n, height, height + 1, c_in), dtype=np.float32)
+    out_h, out_w = height - size + 1, height - size + 2
+    gradient = rng.standard_normal((n, out_h, out_w, c_out), dtype=np.float32)
+    got = direct_conv.kernel_gradient(images, gradient)
+    patches = patch_matrix(images.astype(np.float64), size)
+    exact = (patches.T @ gradient.reshape(-1, c_out)).reshape(size, size, c_in, c_out)
+    assert got.shape == exact.shape and got.dtype == np.float32
+    terms = n * out_h * out_w  # each value sums one product per image and position
+    np.testing.assert_allclose(got, exact, rtol=0, atol=8 * terms * np.finfo(np.float32).eps)
