@@ -46,32 +46,42 @@ PANEL = 32
 SOURCE = r"""
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 
+/* R sums of 32 channels, two 16-float registers each; a constant R keeps them
+   registers. ADD_TO_SUMS adds VALUE (an expression of r) times the 32 floats at
+   ROW to sum r, for every r; STORE_SUMS writes sum r at OUT + r * STRIDE. */
+#define ZERO_SUMS(R)                                                                   \
+    v16 lo[R], hi[R];                                                                  \
+    for (int r = 0; r < R; r++) { lo[r] = (v16){0}; hi[r] = (v16){0}; }
+#define ADD_TO_SUMS(R, VALUE, ROW)                                                     \
+    {                                                                                  \
+        v16 row0 = *(const v16 *)(ROW), row1 = *(const v16 *)((ROW) + 16);            \
+        _Pragma("GCC unroll 8")                                                        \
+        for (int r = 0; r < R; r++) {                                                  \
+            float value = (VALUE);                                                     \
+            lo[r] += value * row0;                                                     \
+            hi[r] += value * row1;                                                     \
+        }                                                                              \
+    }
+#define STORE_SUMS(R, OUT, STRIDE)                                                     \
+    for (int r = 0; r < R; r++) {                                                      \
+        *(v16 *)((OUT) + r * (STRIDE)) = lo[r];                                        \
+        *(v16 *)((OUT) + r * (STRIDE) + 16) = hi[r];                                   \
+    }
+
 /* positions_R: R output positions x 32 output channels, summed over every kernel
    row. One function per R, so that the R x 2 sums are registers, not memory. */
 #define POSITIONS(R)                                                                   \
 static void positions_##R(const float *image, const float *kernel, float *out,        \
                           long width, long channels, long size, long c_out) {          \
     long row = size * channels;                                                        \
-    v16 lo[R], hi[R];                                                                  \
-    for (int r = 0; r < R; r++) { lo[r] = (v16){0}; hi[r] = (v16){0}; }               \
+    ZERO_SUMS(R)                                                                       \
     for (long i = 0; i < size; i++) {                                                  \
         const float *a = image + i * width * channels;                                 \
         const float *k = kernel + i * row * c_out;                                     \
-        for (long t = 0; t < row; t++) {                                               \
-            v16 k0 = *(const v16 *)(k + t * c_out);                                    \
-            v16 k1 = *(const v16 *)(k + t * c_out + 16);                               \
-            _Pragma("GCC unroll 8")                                                    \
-            for (int r = 0; r < R; r++) {                                              \
-                float value = a[r * channels + t];                                     \
-                lo[r] += value * k0;                                                   \
-                hi[r] += value * k1;                                                   \
-            }                                                                          \
-        }                                                                              \
+        for (long t = 0; t < row; t++)                                                 \
+            ADD_TO_SUMS(R, a[r * channels + t], k + t * c_out)                         \
     }                                                                                  \
-    for (int r = 0; r < R; r++) {                                                      \
-        *(v16 *)(out + r * c_out) = lo[r];                                             \
-        *(v16 *)(out + r * c_out + 16) = hi[r];                                        \
-    }                                                                                  \
+    STORE_SUMS(R, out, c_out)                                                          \
 }
 POSITIONS(1) POSITIONS(2) POSITIONS(3) POSITIONS(4)
 POSITIONS(5) POSITIONS(6) POSITIONS(7) POSITIONS(8)
@@ -88,28 +98,16 @@ static const positions_fn POSITIONS_OF[9] = {
 static void kernel_rows_##R(const float *image, const float *gradient, float *out,    \
                             long n, long height, long width, long channels,            \
                             long out_h, long out_w, long c_out) {                      \
-    v16 lo[R], hi[R];                                                                  \
-    for (int r = 0; r < R; r++) { lo[r] = (v16){0}; hi[r] = (v16){0}; }               \
+    ZERO_SUMS(R)                                                                       \
     for (long b = 0; b < n; b++) {                                                     \
         for (long y = 0; y < out_h; y++) {                                             \
             const float *a = image + ((b * height + y) * width) * channels;            \
             const float *g = gradient + ((b * out_h + y) * out_w) * c_out;             \
-            for (long x = 0; x < out_w; x++) {                                         \
-                v16 g0 = *(const v16 *)(g + x * c_out);                                \
-                v16 g1 = *(const v16 *)(g + x * c_out + 16);                           \
-                _Pragma("GCC unroll 8")                                                \
-                for (int r = 0; r < R; r++) {                                          \
-                    float value = a[x * channels + r];                                 \
-                    lo[r] += value * g0;                                               \
-                    hi[r] += value * g1;                                               \
-                }                                                                      \
-            }                                                                          \
+            for (long x = 0; x < out_w; x++)                                           \
+                ADD_TO_SUMS(R, a[x * channels + r], g + x * c_out)                     \
         }                                                                              \
     }                                                                                  \
-    for (int r = 0; r < R; r++) {                                                      \
-        *(v16 *)(out + r * c_out) = lo[r];                                             \
-        *(v16 *)(out + r * c_out + 16) = hi[r];                                        \
-    }                                                                                  \
+    STORE_SUMS(R, out, c_out)                                                          \
 }
 KERNEL_ROWS(1) KERNEL_ROWS(2) KERNEL_ROWS(3) KERNEL_ROWS(4)
 KERNEL_ROWS(5) KERNEL_ROWS(6) KERNEL_ROWS(7) KERNEL_ROWS(8)
