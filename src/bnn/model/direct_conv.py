@@ -1,4 +1,4 @@
-"""A direct 'valid' convolution and its kernel's gradient in C, for float32: no patch matrix.
+"""A direct 'valid' convolution and its gradients in C, for float32: no patch matrix.
 
 For a fixed kernel row ``i``, the patch row of output position ``x`` is the
 ``k * c_in`` contiguous values ``image[y + i, x : x + k, :]``, and position
@@ -7,10 +7,16 @@ overlapping rows of the image itself with the kernel's rows: eight output
 positions of 32 channels are held in sixteen 16-float registers while the
 kernel rows stream past, and the im2col copy (25 times the input) is never
 made. OpenBLAS's products with 32 columns, which the im2col route needs, run
-at about half the core's peak; docs/speed.md has the measurements. The
-kernel's gradient is the same loop with the roles turned: a few values of a
-kernel row x 32 channels in registers while the gradient at every output
-position streams past (:func:`kernel_gradient`).
+at about half the core's peak; docs/speed.md has the measurements. The same
+register blocking gives:
+
+- :func:`conv_pool`: the convolution, its bias and its max-pool, a window's
+  rows of maps at a time, so that the maps never reach memory; with the mask
+  of each window's maxima that the gradients read;
+- :func:`kernel_gradient`: a few values of a kernel row x 32 channels in
+  registers while the gradient at every output position streams past;
+- :func:`image_gradient`: each output row of the images' gradient gathers the
+  gradient rows that reach it, times the kernel at each tap, in registers.
 
 The kernel is compiled once per machine with the system's C compiler
 (``$CC``, else ``cc``; ``-O3 -march=native``) into a cache folder
@@ -44,11 +50,31 @@ log = logging.getLogger(__name__)
 PANEL = 32
 
 SOURCE = r"""
+#include <stdlib.h>
+#include <string.h>
+
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
+typedef int v16i __attribute__((vector_size(64), aligned(4)));
+
+/* 16 ints to 16 bytes. GCC 12 moves a generic conversion's bytes one at a time through
+   integer registers; AVX-512 has an instruction for it. */
+#ifdef __AVX512F__
+#include <immintrin.h>
+static inline void store_bytes(unsigned char *to, v16i values) {
+    _mm_storeu_si128((__m128i *)to, _mm512_cvtepi32_epi8((__m512i)values));
+}
+#else
+typedef unsigned char v16b __attribute__((vector_size(16)));
+static inline void store_bytes(unsigned char *to, v16i values) {
+    v16b bytes = __builtin_convertvector(values, v16b);
+    memcpy(to, &bytes, sizeof bytes);
+}
+#endif
 
 /* R sums of 32 channels, two 16-float registers each; a constant R keeps them
    registers. ADD_TO_SUMS adds VALUE (an expression of r) times the 32 floats at
-   ROW to sum r, for every r; STORE_SUMS writes sum r at OUT + r * STRIDE. */
+   ROW to sum r, for every r; STORE_SUMS writes sum r at OUT + r * STRIDE, or adds it
+   to what is there where ADD is true. */
 #define ZERO_SUMS(R)                                                                   \
     v16 lo[R], hi[R];                                                                  \
     for (int r = 0; r < R; r++) { lo[r] = (v16){0}; hi[r] = (v16){0}; }
@@ -62,31 +88,39 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
             hi[r] += value * row1;                                                     \
         }                                                                              \
     }
-#define STORE_SUMS(R, OUT, STRIDE)                                                     \
+#define STORE_SUMS(R, OUT, STRIDE, ADD)                                                \
     for (int r = 0; r < R; r++) {                                                      \
+        if (ADD) {                                                                     \
+            lo[r] += *(v16 *)((OUT) + r * (STRIDE));                                   \
+            hi[r] += *(v16 *)((OUT) + r * (STRIDE) + 16);                              \
+        }                                                                              \
         *(v16 *)((OUT) + r * (STRIDE)) = lo[r];                                        \
         *(v16 *)((OUT) + r * (STRIDE) + 16) = hi[r];                                   \
     }
 
-/* positions_R: R output positions x 32 output channels, summed over every kernel
-   row. One function per R, so that the R x 2 sums are registers, not memory. */
+/* positions_R: R output positions x 32 output channels, summed over ROWS rows of
+   ROW values: row i of the image at IMAGE + i * IMAGE_STEP (position r's values
+   start CHANNELS later per r) against the ROW kernel rows at KERNEL + i * KERNEL_STEP.
+   Written to OUT, or added to it with ADD. One function per R, so that the R x 2
+   sums are registers, not memory. */
 #define POSITIONS(R)                                                                   \
 static void positions_##R(const float *image, const float *kernel, float *out,        \
-                          long width, long channels, long size, long c_out) {          \
-    long row = size * channels;                                                        \
+                          long image_step, long kernel_step, long rows, long row,      \
+                          long channels, long c_out, int add) {                        \
     ZERO_SUMS(R)                                                                       \
-    for (long i = 0; i < size; i++) {                                                  \
-        const float *a = image + i * width * channels;                                 \
-        const float *k = kernel + i * row * c_out;                                     \
+    for (long i = 0; i < rows; i++) {                                                  \
+        const float *a = image + i * image_step;                                       \
+        const float *k = kernel + i * kernel_step;                                     \
         for (long t = 0; t < row; t++)                                                 \
             ADD_TO_SUMS(R, a[r * channels + t], k + t * c_out)                         \
     }                                                                                  \
-    STORE_SUMS(R, out, c_out)                                                          \
+    STORE_SUMS(R, out, c_out, add)                                                     \
 }
 POSITIONS(1) POSITIONS(2) POSITIONS(3) POSITIONS(4)
 POSITIONS(5) POSITIONS(6) POSITIONS(7) POSITIONS(8)
 
-typedef void (*positions_fn)(const float *, const float *, float *, long, long, long, long);
+typedef void (*positions_fn)(const float *, const float *, float *, long, long, long, long,
+                             long, long, int);
 static const positions_fn POSITIONS_OF[9] = {
     0, positions_1, positions_2, positions_3, positions_4,
     positions_5, positions_6, positions_7, positions_8};
@@ -107,7 +141,7 @@ static void kernel_rows_##R(const float *image, const float *gradient, float *ou
                 ADD_TO_SUMS(R, a[x * channels + r], g + x * c_out)                     \
         }                                                                              \
     }                                                                                  \
-    STORE_SUMS(R, out, c_out)                                                          \
+    STORE_SUMS(R, out, c_out, 0)                                                       \
 }
 KERNEL_ROWS(1) KERNEL_ROWS(2) KERNEL_ROWS(3) KERNEL_ROWS(4)
 KERNEL_ROWS(5) KERNEL_ROWS(6) KERNEL_ROWS(7) KERNEL_ROWS(8)
@@ -134,24 +168,106 @@ void kernel_gradient(const float *images, const float *gradient, float *out, lon
             }
 }
 
+/* out (n, height, width, panels * 32): the gradient of conv_valid's images, from
+   gradient (n, h', w', c_out) at its maps and flipped (size, size, c_out, panels * 32),
+   the kernel with its channel axes swapped. Output row y at tap column j gathers
+   every gradient row y - i (i a kernel row that reaches it) times the kernel at
+   tap (i, j), 8 positions x 32 channels in registers, then adds them to the
+   output shifted by j. */
+void image_gradient(const float *gradient, const float *flipped, float *out, long n,
+                    long height, long width, long c_out, long size, long panels) {
+    long out_h = height - size + 1, out_w = width - size + 1, c_in = panels * 32;
+    for (long b = 0; b < n; b++)
+        for (long y = 0; y < height; y++) {
+            long first = y - out_h + 1 > 0 ? y - out_h + 1 : 0, last = y < size - 1 ? y : size - 1;
+            /* gradient rows y - first, y - first - 1, ...: a negative step */
+            const float *rows = gradient + ((b * out_h + y - first) * out_w) * c_out;
+            for (long j = 0; j < size; j++) {
+                const float *tap = flipped + (first * size + j) * c_out * c_in;
+                float *target = out + ((b * height + y) * width + j) * c_in;
+                for (long p = 0; p < panels; p++)
+                    for (long x = 0; x < out_w; x += 8) {
+                        long count = out_w - x < 8 ? out_w - x : 8;
+                        POSITIONS_OF[count](rows + x * c_out, tap + p * 32,
+                                            target + x * c_in + p * 32, -out_w * c_out,
+                                            size * c_out * c_in, last - first + 1, c_out, c_out,
+                                            c_in, 1);
+                    }
+            }
+        }
+}
+
+/* One row of maps, (out_w, panels * 32), from the image rows that start at IMAGE. */
+static void map_row(const float *image, const float *kernel, float *maps, long width,
+                    long channels, long size, long panels) {
+    long out_w = width - size + 1, c_out = panels * 32;
+    for (long p = 0; p < panels; p++)
+        for (long x = 0; x < out_w; x += 8) {
+            long rows = out_w - x < 8 ? out_w - x : 8;
+            POSITIONS_OF[rows](image + x * channels, kernel + p * 32, maps + x * c_out + p * 32,
+                               width * channels, size * channels * c_out, size, size * channels,
+                               channels, c_out, 0);
+        }
+}
+
 /* out (n, h - size + 1, w - size + 1, panels * 32) from images (n, h, w, channels)
    and kernel (size, size, channels, panels * 32), all C-contiguous float32. */
 void conv_valid(const float *images, const float *kernel, float *out, long n, long height,
                 long width, long channels, long size, long panels) {
     long out_h = height - size + 1, out_w = width - size + 1, c_out = panels * 32;
-    for (long b = 0; b < n; b++) {
-        for (long y = 0; y < out_h; y++) {
-            const float *image = images + ((b * height + y) * width) * channels;
-            float *maps = out + ((b * out_h + y) * out_w) * c_out;
-            for (long p = 0; p < panels; p++) {
-                for (long x = 0; x < out_w; x += 8) {
-                    long rows = out_w - x < 8 ? out_w - x : 8;
-                    POSITIONS_OF[rows](image + x * channels, kernel + p * 32,
-                                       maps + x * c_out + p * 32, width, channels, size, c_out);
-                }
-            }
+    for (long b = 0; b < n; b++)
+        for (long y = 0; y < out_h; y++)
+            map_row(images + ((b * height + y) * width) * channels, kernel,
+                    out + ((b * out_h + y) * out_w) * c_out, width, channels, size, panels);
+}
+
+/* One window of POOL x POOL maps (its first pixel at MAPS, rows STRIDE floats apart):
+   best = the maximum of maps + bias over the window, per channel; bit d of bits
+   (where given) set where window pixel d, row-major, equals it. A NaN wins its
+   window and then no pixel equals it: bits 0. The same rules as the Numba pool
+   (bnn.model.conv_pool_ops._pool_with_bias), value for value. 16 channels at a
+   time in registers; c_out is a multiple of 32. */
+static void pool_window(const float *maps, long stride, const float *bias, float *best,
+                        unsigned char *bits, long c_out, long pool) {
+    for (long c = 0; c < c_out; c += 16) {
+        v16 shift = *(const v16 *)(bias + c);
+        v16 top = *(const v16 *)(maps + c) + shift;
+        v16i mask = (top == top) & 1;
+        for (long d = 1; d < pool * pool; d++) {
+            v16 value = *(const v16 *)(maps + (d / pool) * stride + (d % pool) * c_out + c) + shift;
+            v16i wins = (value > top) | (value != value), bit = (v16i){0} + (d < 8 ? 1 << d : 0);
+            top = (v16)(((v16i)value & wins) | ((v16i)top & ~wins));
+            mask = (wins & (value == value) & bit) | (~wins & (mask | ((value == top) & bit)));
         }
+        *(v16 *)(best + c) = top;
+        if (bits) store_bytes(bits + c, mask);
     }
+}
+
+/* pooled (n, h' / pool, w' / pool, panels * 32): the max-pool of conv_valid + bias,
+   made POOL rows of maps at a time, so that the maps at full resolution never leave
+   the cache; bits (the same shape, one byte each, or NULL) as pool_window's, where
+   POOL * POOL is at most 8. POOL divides the maps. Returns 0, or -1 where no row buffer was had. */
+int conv_pool(const float *images, const float *kernel, const float *bias, float *pooled,
+              unsigned char *bits, long n, long height, long width, long channels, long size,
+              long panels, long pool) {
+    long out_w = width - size + 1, c_out = panels * 32;
+    long pooled_h = (height - size + 1) / pool, pooled_w = out_w / pool;
+    float *rows = malloc(sizeof(float) * pool * out_w * c_out);
+    if (!rows) return -1;
+    for (long b = 0; b < n; b++)
+        for (long ph = 0; ph < pooled_h; ph++) {
+            for (long r = 0; r < pool; r++)
+                map_row(images + ((b * height + ph * pool + r) * width) * channels, kernel,
+                        rows + r * out_w * c_out, width, channels, size, panels);
+            long first = ((b * pooled_h + ph) * pooled_w) * c_out;
+            for (long pw = 0; pw < pooled_w; pw++)
+                pool_window(rows + pw * pool * c_out, out_w * c_out, bias,
+                            pooled + first + pw * c_out, bits ? bits + first + pw * c_out : 0,
+                            c_out, pool);
+        }
+    free(rows);
+    return 0;
 }
 """
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")
@@ -201,6 +317,94 @@ def conv_valid(images: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = 
     return out
 
 
+# A window's maxima are one byte of bits in :func:`conv_pool`: windows up to 2 x 2.
+MASK_BITS = 8
+
+
+def conv_pool(
+    images: np.ndarray,
+    kernel: np.ndarray,
+    bias: np.ndarray,
+    pool_size: int,
+    out: np.ndarray | None = None,
+    maxima: np.ndarray | None = None,
+) -> np.ndarray:
+    """``max_pool(conv_valid(images, kernel) + bias)``: (n, h' / pool, w' / pool, c_out) float32.
+
+    The maps are made ``pool_size`` rows at a time and pooled at once, so they
+    never reach memory. Where ``maxima`` is given (uint8, the pooled shape) it
+    receives each window's mask: bit ``d`` set where window pixel ``d``
+    (row-major) equals the window's maximum, so that ties all get the gradient;
+    a NaN wins its window and sets no bit. These are the rules, and the values,
+    of :func:`bnn.model.conv_pool_ops._pool_with_bias` on :func:`conv_valid`'s maps.
+
+    Parameters
+    ----------
+    images, kernel : ndarray
+        As :func:`conv_valid`'s; the maps must divide by ``pool_size``.
+    bias : ndarray
+        Shape (c_out,), float32.
+    pool_size : int
+        The window's side; with ``maxima``, ``pool_size**2`` at most :data:`MASK_BITS`.
+    out : ndarray, optional
+        Where to write the pooled maps, C-contiguous float32 of the result's shape.
+    maxima : ndarray, optional
+        Where to write the masks, C-contiguous uint8 of the result's shape.
+
+    Call only where :func:`available` is True.
+    """
+    library = _library()
+    n, height, width, channels = images.shape
+    size, _, _, c_out = kernel.shape
+    maps_h, maps_w = height - size + 1, width - size + 1
+    if maps_h % pool_size or maps_w % pool_size:
+        raise ValueError(f"{maps_h}x{maps_w} maps do not divide by pool_size={pool_size}")
+    if maxima is not None and pool_size**2 > MASK_BITS:
+        raise ValueError(f"a byte of maxima holds windows up to 2x2, got pool_size={pool_size}")
+    panels = -(-c_out // PANEL)
+    padded_kernel = np.zeros((size, size, channels, panels * PANEL), np.float32)
+    padded_kernel[..., :c_out] = kernel
+    padded_bias = np.zeros(panels * PANEL, np.float32)
+    padded_bias[:c_out] = bias
+    shape = (n, maps_h // pool_size, maps_w // pool_size, c_out)
+    padded_shape = (*shape[:3], panels * PANEL)
+    whole = c_out == panels * PANEL
+    pooled = out if out is not None and whole else np.empty(padded_shape, np.float32)
+    mask = maxima if maxima is not None and whole else None
+    if maxima is not None and mask is None:
+        mask = np.empty(padded_shape, np.uint8)
+    for array, dtype, name in ((pooled, np.float32, "out"), (mask, np.uint8, "maxima")):
+        if array is not None and (
+            array.shape != padded_shape or array.dtype != dtype or not array.flags.c_contiguous
+        ):
+            raise ValueError(f"{name} must be C-contiguous {np.dtype(dtype)} of shape {shape}")
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    status = library.conv_pool(
+        _pointer(images),
+        _pointer(padded_kernel),
+        _pointer(padded_bias),
+        _pointer(pooled),
+        None if mask is None else _pointer(mask),
+        n,
+        height,
+        width,
+        channels,
+        size,
+        panels,
+        pool_size,
+    )
+    if status:
+        raise MemoryError("conv_pool: no memory for a row of maps")
+    if whole:
+        return pooled
+    if maxima is not None:
+        maxima[...] = mask[..., :c_out]
+    if out is None:
+        return np.ascontiguousarray(pooled[..., :c_out])
+    out[...] = pooled[..., :c_out]
+    return out
+
+
 def kernel_gradient(images: np.ndarray, gradient: np.ndarray) -> np.ndarray:
     """The gradient of :func:`conv_valid`'s kernel: (k, k, c_in, c_out) float32.
 
@@ -241,6 +445,50 @@ def kernel_gradient(images: np.ndarray, gradient: np.ndarray) -> np.ndarray:
     return out if c_out == panels * PANEL else np.ascontiguousarray(out[..., :c_out])
 
 
+def image_gradient(
+    gradient: np.ndarray, kernel: np.ndarray, image_shape: tuple, out: np.ndarray | None = None
+) -> np.ndarray:
+    """The gradient of :func:`conv_valid`'s images: ``image_shape`` (n, h, w, c_in), float32.
+
+    Parameters
+    ----------
+    gradient : ndarray
+        The gradient at the maps, (n, h - k + 1, w - k + 1, c_out), float32.
+    kernel : ndarray
+        The forward pass's, (k, k, c_in, c_out), float32.
+    image_shape : tuple
+        The images' shape.
+    out : ndarray, optional
+        Where to write the gradient, C-contiguous float32 of ``image_shape``.
+
+    Each output position's gradient times the kernel is added to its patch: the
+    same sums as im2col's transposed product, in another order. Call only where
+    :func:`available` is True.
+    """
+    library = _library()
+    n, height, width, c_in = image_shape
+    size, _, _, c_out = kernel.shape
+    panels = -(-c_in // PANEL)
+    flipped = np.zeros((size, size, c_out, panels * PANEL), np.float32)
+    flipped[..., :c_in] = kernel.transpose(0, 1, 3, 2)  # (k, k, c_out, c_in)
+    gradient = np.ascontiguousarray(gradient, dtype=np.float32)
+    shape = (n, height, width, panels * PANEL)
+    whole = c_in == panels * PANEL
+    sums = out if out is not None and whole else np.empty(shape, np.float32)
+    if sums.shape != shape or sums.dtype != np.float32 or not sums.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous float32 of shape {tuple(image_shape)}")
+    sums[...] = 0  # the C loop adds each tap's products to it
+    library.image_gradient(
+        _pointer(gradient), _pointer(flipped), _pointer(sums), n, height, width, c_out, size, panels
+    )
+    if whole:
+        return sums
+    if out is None:
+        return np.ascontiguousarray(sums[..., :c_in])
+    out[...] = sums[..., :c_in]
+    return out
+
+
 def _pointer(array: np.ndarray) -> ctypes.c_void_p:
     return array.ctypes.data_as(ctypes.c_void_p)
 
@@ -255,9 +503,11 @@ def _library() -> ctypes.CDLL | None:
         detail = getattr(error, "stderr", None) or error
         log.warning("direct convolution not compiled (%s); using im2col: %s", compiler, detail)
         return None
-    for function in (library.conv_valid, library.kernel_gradient):
+    for function in (library.conv_valid, library.kernel_gradient, library.image_gradient):
         function.restype = None
         function.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 6
+    library.conv_pool.restype = ctypes.c_int
+    library.conv_pool.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long] * 7
     return library
 
 

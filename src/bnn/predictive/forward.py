@@ -73,9 +73,11 @@ def convolve_pool(
     adds the bias and writes each draw's pooled maps. They never leave the cache,
     and the patch matrix of a deeper layer (25 times its input) is never built
     for more than a block. A first layer, with one input for every draw, folds
-    the draws into the GEMM's output channels. A deeper layer in float32 is the
-    direct convolution in C where it compiled (:mod:`bnn.model.direct_conv`):
-    no patch matrix at all, and the same maps to float32 rounding.
+    the draws into the GEMM's output channels. In float32, where the C kernels
+    compiled, each layer is instead :func:`bnn.model.direct_conv.conv_pool`: no
+    patch matrix, the maps pooled a few rows at a time as they are made, and the
+    same values to float32 rounding (the maximum of ``maps + bias`` is the
+    maximum plus the bias, rounding being monotone).
     """
     draws, size, _, _, c_out = kernel.shape
     lead, n_images, height, width, _ = images.shape
@@ -90,12 +92,17 @@ def convolve_pool(
         folded = np.ascontiguousarray(folded, dtype=images.dtype)
         per_image = out_h * out_w * draws * c_out * images.itemsize
         for block in batch_blocks(n_images, per_image, MAP_BLOCK_BYTES):
-            if direct:  # no patch matrix: the images' own rows (bnn.model.direct_conv)
-                maps = direct_conv.conv_valid(
-                    images[0, block], folded.reshape(size, size, -1, draws * c_out)
+            if direct:  # pooled as the maps are made, in C (bnn.model.direct_conv)
+                block_pooled = direct_conv.conv_pool(
+                    images[0, block],
+                    folded.reshape(size, size, -1, draws * c_out),
+                    bias.reshape(-1),
+                    pool_size,
                 )
-            else:
-                maps = np.dot(_patch_rows(images[0, block], size), folded)
+                shape = (*block_pooled.shape[:3], draws, c_out)
+                pooled[:, block] = block_pooled.reshape(shape).transpose(3, 0, 1, 2, 4)
+                continue
+            maps = np.dot(_patch_rows(images[0, block], size), folded)
             _pool_add_bias(
                 maps.reshape(-1, out_h, out_w, draws, c_out), bias, pool_size, pooled[:, block]
             )
@@ -104,10 +111,12 @@ def convolve_pool(
         matrix = np.ascontiguousarray(kernel[draw].reshape(-1, c_out), dtype=images.dtype)
         per_image = out_h * out_w * c_out * 4 if direct else patch_bytes(images[draw], size)
         for block in batch_blocks(n_images, per_image, MAP_BLOCK_BYTES):
-            if direct:  # no patch matrix: the images' own rows (bnn.model.direct_conv)
-                maps = direct_conv.conv_valid(images[draw, block], kernel[draw])
-            else:
-                maps = np.dot(_patch_rows(images[draw, block], size), matrix)
+            if direct:  # pooled as the maps are made, in C (bnn.model.direct_conv)
+                direct_conv.conv_pool(
+                    images[draw, block], kernel[draw], bias[draw], pool_size, pooled[draw, block]
+                )
+                continue
+            maps = np.dot(_patch_rows(images[draw, block], size), matrix)
             _pool_add_bias(
                 maps.reshape(-1, out_h, out_w, 1, c_out),
                 bias[draw : draw + 1],

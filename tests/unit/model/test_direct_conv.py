@@ -5,7 +5,7 @@ import logging
 import numpy as np
 import pytest
 
-from bnn.model import direct_conv
+from bnn.model import conv_pool_ops, direct_conv
 from bnn.model.im2col import patch_matrix
 from bnn.model.specs import ConvSpec
 from bnn.predictive import forward
@@ -128,3 +128,88 @@ def test_kernel_gradient_equals_the_patch_products_to_float32_rounding(
     assert got.shape == exact.shape and got.dtype == np.float32
     terms = n * out_h * out_w  # each value sums one product per image and position
     np.testing.assert_allclose(got, exact, rtol=0, atol=8 * terms * np.finfo(np.float32).eps)
+
+
+@pytest.mark.parametrize(
+    "n, height, width, c_in, c_out, size, pool",
+    [
+        (3, 28, 28, 1, 32, 5, 2),  # the conv net's first block
+        (2, 12, 12, 32, 32, 5, 2),  # its second
+        (2, 28, 28, 1, 320, 5, 2),  # its first, ten draws folded into the channels
+        (3, 9, 13, 3, 40, 2, 2),  # channels padded from 40 to 64; a ragged row of 12
+        (2, 8, 8, 2, 5, 3, 1),  # no pooling: the maps plus the bias
+    ],
+)
+def test_conv_pool_is_the_numba_pool_of_conv_valid_value_for_value(
+    n, height, width, c_in, c_out, size, pool
+):
+    rng = np.random.default_rng(n + c_out + pool)
+    # small integers: every sum is exact, so windows hold ties, which set every tied bit
+    images = rng.integers(-2, 3, (n, height, width, c_in)).astype(np.float32)
+    kernel = rng.integers(-1, 2, (size, size, c_in, c_out)).astype(np.float32)
+    bias = rng.standard_normal(c_out, dtype=np.float32)
+    images[0, 2, 3, 0] = np.nan  # a NaN wins its windows and sets no bit
+    maps = direct_conv.conv_valid(images, kernel)
+    shape = (n, maps.shape[1] // pool, maps.shape[2] // pool, c_out)
+    expected, expected_maxima = np.empty(shape, np.float32), np.empty(shape, np.uint8)
+    conv_pool_ops._pool_with_bias(maps, bias, pool, expected, expected_maxima)
+    assert np.isnan(expected).any()
+    assert pool == 1 or (expected_maxima & (expected_maxima - 1)).any()  # windows with ties
+    maxima = np.full(shape, 255, np.uint8)
+    pooled = direct_conv.conv_pool(images, kernel, bias, pool, maxima=maxima)
+    np.testing.assert_array_equal(pooled, expected)  # NaNs at the same places
+    np.testing.assert_array_equal(maxima, expected_maxima)
+    out = np.empty(shape, np.float32)
+    assert direct_conv.conv_pool(images, kernel, bias, pool, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_conv_pool_checks_its_windows_and_its_outputs():
+    rng = np.random.default_rng(5)
+    images = rng.standard_normal((2, 11, 11, 1), dtype=np.float32)
+    kernel = rng.standard_normal((2, 2, 1, 32), dtype=np.float32)
+    bias = np.zeros(32, np.float32)
+    # 10x10 maps: a 3x3 window pools without masks (the predictive), not with them
+    with pytest.raises(ValueError, match="do not divide by pool_size=3"):
+        direct_conv.conv_pool(images, kernel, bias, 3)
+    pooled = direct_conv.conv_pool(images[:, :10, :10], kernel, bias, 3)
+    maps = direct_conv.conv_valid(images[:, :10, :10], kernel)
+    np.testing.assert_array_equal(pooled, maps.reshape(2, 3, 3, 3, 3, 32).max(axis=(2, 4)))
+    with pytest.raises(ValueError, match="windows up to 2x2"):
+        direct_conv.conv_pool(images[:, :10, :10], kernel, bias, 3, maxima=np.empty(1, np.uint8))
+    with pytest.raises(ValueError, match="maxima must be C-contiguous uint8 of shape"):
+        direct_conv.conv_pool(images, kernel, bias, 2, maxima=np.empty((2, 5, 5, 32), np.uint16))
+
+
+@pytest.mark.parametrize(
+    "n, height, width, c_in, c_out, size",
+    [
+        (3, 12, 12, 32, 32, 5),  # the conv net's second layer
+        (2, 9, 20, 3, 5, 3),  # ragged rows of 18 positions; 3 channels padded to 32
+        (2, 7, 13, 40, 2, 2),  # 40 channels: two panels
+        (1, 5, 5, 4, 8, 5),  # one position: every tap reaches a different pixel
+    ],
+)
+def test_image_gradient_equals_the_transposed_convolution_to_float32_rounding(
+    n, height, width, c_in, c_out, size
+):
+    rng = np.random.default_rng(n + c_in)
+    kernel = rng.standard_normal((size, size, c_in, c_out), dtype=np.float32)
+    out_h, out_w = height - size + 1, width - size + 1
+    gradient = rng.standard_normal((n, out_h, out_w, c_out), dtype=np.float32)
+    got = direct_conv.image_gradient(gradient, kernel, (n, height, width, c_in))
+    exact = np.zeros((n, height, width, c_in))
+    for i in range(size):
+        for j in range(size):  # tap (i, j) sends each position's gradient to pixel (y + i, x + j)
+            exact[:, i : i + out_h, j : j + out_w] += gradient.astype(np.float64) @ kernel[i, j].T
+    assert got.shape == exact.shape and got.dtype == np.float32
+    terms = size * size * c_out  # at most this many products reach one pixel
+    np.testing.assert_allclose(got, exact, rtol=0, atol=8 * terms * np.finfo(np.float32).eps)
+    out = np.full((n, height, width, c_in), np.nan, np.float32)
+    assert direct_conv.image_gradient(gradient, kernel, out.shape, out) is out
+    np.testing.assert_array_equal(out, got)  # the same bits, whatever out held before
+    split = [
+        direct_conv.image_gradient(gradient[b : b + 1], kernel, (1, *out.shape[1:]))
+        for b in range(n)
+    ]
+    np.testing.assert_array_equal(np.concatenate(split), got)
