@@ -295,26 +295,16 @@ def conv_valid(images: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = 
 
     Call only where :func:`available` is True.
     """
-    library = _library()
     n, height, width, channels = images.shape
     size, _, _, c_out = kernel.shape
     panels = -(-c_out // PANEL)
-    images = np.ascontiguousarray(images, dtype=np.float32)
-    padded = np.zeros((size, size, channels, panels * PANEL), np.float32)
-    padded[..., :c_out] = kernel
-    shape = (n, height - size + 1, width - size + 1, panels * PANEL)
-    maps = out if out is not None and c_out == panels * PANEL else np.empty(shape, np.float32)
-    if maps.shape != shape or maps.dtype != np.float32 or not maps.flags.c_contiguous:
-        raise ValueError(f"out must be C-contiguous float32 of shape {shape}")
-    library.conv_valid(
-        _pointer(images), _pointer(padded), _pointer(maps), n, height, width, channels, size, panels
-    )
-    if c_out == panels * PANEL:
-        return maps
-    if out is None:
-        return np.ascontiguousarray(maps[..., :c_out])
-    out[...] = maps[..., :c_out]
-    return out
+    padded = _padded(kernel, panels)
+    maps = _output(out, (n, height - size + 1, width - size + 1, c_out), panels, np.float32, "out")
+    _library().conv_valid(
+        _pointer(_floats(images)), _pointer(padded), _pointer(maps), n, height, width, channels,
+        size, panels,
+    )  # fmt: skip
+    return _unpadded(maps, c_out, out)
 
 
 # A window's maxima are one byte of bits in :func:`conv_pool`: windows up to 2 x 2.
@@ -353,7 +343,6 @@ def conv_pool(
 
     Call only where :func:`available` is True.
     """
-    library = _library()
     n, height, width, channels = images.shape
     size, _, _, c_out = kernel.shape
     maps_h, maps_w = height - size + 1, width - size + 1
@@ -362,47 +351,19 @@ def conv_pool(
     if maxima is not None and pool_size**2 > MASK_BITS:
         raise ValueError(f"a byte of maxima holds windows up to 2x2, got pool_size={pool_size}")
     panels = -(-c_out // PANEL)
-    padded_kernel = np.zeros((size, size, channels, panels * PANEL), np.float32)
-    padded_kernel[..., :c_out] = kernel
-    padded_bias = np.zeros(panels * PANEL, np.float32)
-    padded_bias[:c_out] = bias
     shape = (n, maps_h // pool_size, maps_w // pool_size, c_out)
-    padded_shape = (*shape[:3], panels * PANEL)
-    whole = c_out == panels * PANEL
-    pooled = out if out is not None and whole else np.empty(padded_shape, np.float32)
-    mask = maxima if maxima is not None and whole else None
-    if maxima is not None and mask is None:
-        mask = np.empty(padded_shape, np.uint8)
-    for array, dtype, name in ((pooled, np.float32, "out"), (mask, np.uint8, "maxima")):
-        if array is not None and (
-            array.shape != padded_shape or array.dtype != dtype or not array.flags.c_contiguous
-        ):
-            raise ValueError(f"{name} must be C-contiguous {np.dtype(dtype)} of shape {shape}")
-    images = np.ascontiguousarray(images, dtype=np.float32)
-    status = library.conv_pool(
-        _pointer(images),
-        _pointer(padded_kernel),
-        _pointer(padded_bias),
-        _pointer(pooled),
-        None if mask is None else _pointer(mask),
-        n,
-        height,
-        width,
-        channels,
-        size,
-        panels,
-        pool_size,
-    )
+    pooled = _output(out, shape, panels, np.float32, "out")
+    mask = None if maxima is None else _output(maxima, shape, panels, np.uint8, "maxima")
+    status = _library().conv_pool(
+        _pointer(_floats(images)), _pointer(_padded(kernel, panels)),
+        _pointer(_padded(bias, panels)), _pointer(pooled), None if mask is None else _pointer(mask),
+        n, height, width, channels, size, panels, pool_size,
+    )  # fmt: skip
     if status:
         raise MemoryError("conv_pool: no memory for a row of maps")
-    if whole:
-        return pooled
-    if maxima is not None:
-        maxima[...] = mask[..., :c_out]
-    if out is None:
-        return np.ascontiguousarray(pooled[..., :c_out])
-    out[...] = pooled[..., :c_out]
-    return out
+    if mask is not None:
+        _unpadded(mask, c_out, maxima)
+    return _unpadded(pooled, c_out, out)
 
 
 def kernel_gradient(images: np.ndarray, gradient: np.ndarray) -> np.ndarray:
@@ -418,31 +379,15 @@ def kernel_gradient(images: np.ndarray, gradient: np.ndarray) -> np.ndarray:
     Each value is one float32 sum over every image and position. Call only
     where :func:`available` is True.
     """
-    library = _library()
     n, height, width, channels = images.shape
-    size = height - gradient.shape[1] + 1
-    c_out = gradient.shape[3]
+    size, c_out = height - gradient.shape[1] + 1, gradient.shape[3]
     panels = -(-c_out // PANEL)
-    images = np.ascontiguousarray(images, dtype=np.float32)
-    if c_out == panels * PANEL:
-        gradient = np.ascontiguousarray(gradient, dtype=np.float32)
-    else:
-        gradient = np.concatenate(
-            [gradient, np.zeros((*gradient.shape[:3], panels * PANEL - c_out), np.float32)], axis=3
-        )
     out = np.empty((size, size, channels, panels * PANEL), np.float32)
-    library.kernel_gradient(
-        _pointer(images),
-        _pointer(gradient),
-        _pointer(out),
-        n,
-        height,
-        width,
-        channels,
-        size,
-        panels,
-    )
-    return out if c_out == panels * PANEL else np.ascontiguousarray(out[..., :c_out])
+    _library().kernel_gradient(
+        _pointer(_floats(images)), _pointer(_padded(gradient, panels)), _pointer(out), n, height,
+        width, channels, size, panels,
+    )  # fmt: skip
+    return _unpadded(out, c_out, None)
 
 
 def image_gradient(
@@ -465,27 +410,51 @@ def image_gradient(
     same sums as im2col's transposed product, in another order. Call only where
     :func:`available` is True.
     """
-    library = _library()
     n, height, width, c_in = image_shape
     size, _, _, c_out = kernel.shape
     panels = -(-c_in // PANEL)
-    flipped = np.zeros((size, size, c_out, panels * PANEL), np.float32)
-    flipped[..., :c_in] = kernel.transpose(0, 1, 3, 2)  # (k, k, c_out, c_in)
-    gradient = np.ascontiguousarray(gradient, dtype=np.float32)
-    shape = (n, height, width, panels * PANEL)
-    whole = c_in == panels * PANEL
-    sums = out if out is not None and whole else np.empty(shape, np.float32)
-    if sums.shape != shape or sums.dtype != np.float32 or not sums.flags.c_contiguous:
-        raise ValueError(f"out must be C-contiguous float32 of shape {tuple(image_shape)}")
+    flipped = _padded(kernel.transpose(0, 1, 3, 2), panels)  # (k, k, c_out, c_in)
+    sums = _output(out, tuple(image_shape), panels, np.float32, "out")
     sums[...] = 0  # the C loop adds each tap's products to it
-    library.image_gradient(
-        _pointer(gradient), _pointer(flipped), _pointer(sums), n, height, width, c_out, size, panels
-    )
-    if whole:
-        return sums
+    _library().image_gradient(
+        _pointer(_floats(gradient)), _pointer(flipped), _pointer(sums), n, height, width, c_out,
+        size, panels,
+    )  # fmt: skip
+    return _unpadded(sums, c_in, out)
+
+
+def _floats(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _padded(array: np.ndarray, panels: int) -> np.ndarray:
+    """``array`` in float32, C-contiguous, its last axis padded with zeros to ``panels`` x 32."""
+    if array.shape[-1] == panels * PANEL:
+        return _floats(array)
+    padded = np.zeros((*array.shape[:-1], panels * PANEL), np.float32)
+    padded[..., : array.shape[-1]] = array
+    return padded
+
+
+def _output(out: np.ndarray | None, shape: tuple, panels: int, dtype, name: str) -> np.ndarray:
+    """Where a C loop writes a result of ``shape``: ``out`` itself where no channel is padded.
+
+    Otherwise a new array with the padded channels, which :func:`_unpadded` cuts.
+    """
+    if out is not None and (out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous):
+        raise ValueError(f"{name} must be C-contiguous {np.dtype(dtype)} of shape {shape}")
+    if out is not None and shape[-1] == panels * PANEL:
+        return out
+    return np.empty((*shape[:-1], panels * PANEL), dtype)
+
+
+def _unpadded(result: np.ndarray, channels: int, out: np.ndarray | None) -> np.ndarray:
+    """``result`` without its padded channels, written into ``out`` where one was given."""
+    if result is out or (out is None and result.shape[-1] == channels):
+        return result
     if out is None:
-        return np.ascontiguousarray(sums[..., :c_in])
-    out[...] = sums[..., :c_in]
+        return np.ascontiguousarray(result[..., :channels])
+    out[...] = result[..., :channels]
     return out
 
 
