@@ -125,6 +125,33 @@ static const positions_fn POSITIONS_OF[9] = {
     0, positions_1, positions_2, positions_3, positions_4,
     positions_5, positions_6, positions_7, positions_8};
 
+/* positions_R for one input channel and a 5 x 5 kernel (the first layer's): ROWS, ROW
+   and CHANNELS are 5, 5 and 1, and the constant bounds unroll its 25 taps. A call has
+   a 32nd of the second layer's arithmetic, and the generic loop's bookkeeping is then
+   a large part of it. The same sums in the same order as positions_R's. */
+#define SINGLE_CHANNEL_5X5(R)                                                          \
+static void single_channel_5x5_##R(const float *image, const float *kernel, float *out, \
+                                   long image_step, long kernel_step, long rows,       \
+                                   long row, long channels, long c_out, int add) {     \
+    (void)rows; (void)row; (void)channels;                                             \
+    ZERO_SUMS(R)                                                                       \
+    _Pragma("GCC unroll 5")                                                            \
+    for (long i = 0; i < 5; i++) {                                                     \
+        const float *a = image + i * image_step;                                       \
+        const float *k = kernel + i * kernel_step;                                     \
+        _Pragma("GCC unroll 5")                                                        \
+        for (long t = 0; t < 5; t++)                                                   \
+            ADD_TO_SUMS(R, a[r + t], k + t * c_out)                                    \
+    }                                                                                  \
+    STORE_SUMS(R, out, c_out, add)                                                     \
+}
+SINGLE_CHANNEL_5X5(1) SINGLE_CHANNEL_5X5(2) SINGLE_CHANNEL_5X5(3) SINGLE_CHANNEL_5X5(4)
+SINGLE_CHANNEL_5X5(5) SINGLE_CHANNEL_5X5(6) SINGLE_CHANNEL_5X5(7) SINGLE_CHANNEL_5X5(8)
+
+static const positions_fn SINGLE_CHANNEL_5X5_OF[9] = {
+    0, single_channel_5x5_1, single_channel_5x5_2, single_channel_5x5_3, single_channel_5x5_4,
+    single_channel_5x5_5, single_channel_5x5_6, single_channel_5x5_7, single_channel_5x5_8};
+
 /* kernel_R: the kernel's gradient at R consecutive values of one kernel row
    (R rows of the patch matrix) x 32 output channels, summed over every output
    position: the gradient at the maps streams past while the sums stay in registers. */
@@ -201,10 +228,12 @@ void image_gradient(const float *gradient, const float *flipped, float *out, lon
 static void map_row(const float *image, const float *kernel, float *maps, long width,
                     long channels, long size, long panels) {
     long out_w = width - size + 1, c_out = panels * 32;
+    const positions_fn *positions =
+        channels == 1 && size == 5 ? SINGLE_CHANNEL_5X5_OF : POSITIONS_OF;
     for (long p = 0; p < panels; p++)
         for (long x = 0; x < out_w; x += 8) {
             long rows = out_w - x < 8 ? out_w - x : 8;
-            POSITIONS_OF[rows](image + x * channels, kernel + p * 32, maps + x * c_out + p * 32,
+            positions[rows](image + x * channels, kernel + p * 32, maps + x * c_out + p * 32,
                                width * channels, size * channels * c_out, size, size * channels,
                                channels, c_out, 0);
         }

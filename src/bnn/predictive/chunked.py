@@ -38,7 +38,7 @@ from bnn.core.mnist import N_CLASSES
 from bnn.core.progress import progress_bar
 from bnn.core.threads import ordered_map
 from bnn.predictive.ensemble import Ensemble
-from bnn.predictive.forward import class_probabilities, images_per_chunk
+from bnn.predictive.forward import chunks_per_pass, class_probabilities, images_per_chunk
 from bnn.predictive.posterior import NPZ_READ_ERRORS, Posterior
 from bnn.predictive.reductions import entropy, label_counts
 
@@ -106,8 +106,12 @@ def probability_chunks(
     """Yield ``(draws, rows, probabilities)``: one block of draws x images at a time, in order.
 
     ``chunk_images=None`` sizes the blocks to the caches
-    (:func:`bnn.predictive.forward.images_per_chunk`). The blocks' forward
-    passes run on ``workers`` threads, one BLAS thread each
+    (:func:`bnn.predictive.forward.images_per_chunk`). A forward pass may take
+    several consecutive blocks of the same draws
+    (:func:`bnn.predictive.forward.chunks_per_pass`); they are yielded one by
+    one all the same, so what the caller sees (the blocks, their order, the
+    labels it samples from them) does not depend on the pass size. The passes
+    run on ``workers`` threads, one BLAS thread each
     (:func:`bnn.core.threads.ordered_map`; the default, None, is as many as
     BLAS threads are in force: the stages pin 2).
     Weights are drawn here, in order, so the blocks and their values do not
@@ -116,20 +120,29 @@ def probability_chunks(
     spec = posterior.spec
     if chunk_images is None:
         chunk_images = images_per_chunk(spec, chunk_draws, images.dtype.itemsize)
+    pass_images = chunk_images * chunks_per_pass(
+        spec, chunk_draws, chunk_images, images.dtype.itemsize
+    )
 
-    def blocks():
+    def passes():
         first_draw = 0
         for weights in posterior.draw_chunks(n_draws, chunk_draws, rng):
             draws = slice(first_draw, first_draw + len(next(iter(weights.values()))))
-            for first_image in range(0, len(images), chunk_images):
-                yield draws, slice(first_image, first_image + chunk_images), weights
+            for first_image in range(0, len(images), pass_images):
+                yield draws, slice(first_image, first_image + pass_images), weights
             first_draw = draws.stop
 
-    def forward(block):
-        draws, rows, weights = block
-        return draws, rows, class_probabilities(images[rows], spec, weights)
+    def forward(one_pass):
+        draws, rows, weights = one_pass
+        probabilities = class_probabilities(images[rows], spec, weights)
+        blocks = []
+        for first in range(0, probabilities.shape[1], chunk_images):
+            block_rows = slice(rows.start + first, rows.start + first + chunk_images)
+            blocks.append((draws, block_rows, probabilities[:, first : first + chunk_images]))
+        return blocks
 
-    yield from ordered_map(forward, blocks(), workers)
+    for blocks in ordered_map(forward, passes(), workers):
+        yield from blocks
 
 
 def _as_network_input(posterior: Posterior, images: np.ndarray) -> np.ndarray:

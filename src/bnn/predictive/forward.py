@@ -86,22 +86,19 @@ def convolve_pool(
         (draws, n_images, out_h // pool_size, out_w // pool_size, c_out), images.dtype
     )
     bias = np.ascontiguousarray(bias, dtype=images.dtype)  # the pool kernel reshapes it
-    direct = images.dtype == np.float32 and direct_conv.available()
+    if images.dtype == np.float32 and direct_conv.available():
+        # Pooled as the maps are made, in C (bnn.model.direct_conv), a draw at a
+        # time: its row buffer is all the memory the maps need.
+        for draw in range(draws):
+            direct_conv.conv_pool(
+                images[0 if lead == 1 else draw], kernel[draw], bias[draw], pool_size, pooled[draw]
+            )
+        return pooled
     if lead == 1:
         folded = kernel.reshape(draws, -1, c_out).transpose(1, 0, 2).reshape(-1, draws * c_out)
         folded = np.ascontiguousarray(folded, dtype=images.dtype)
         per_image = out_h * out_w * draws * c_out * images.itemsize
         for block in batch_blocks(n_images, per_image, MAP_BLOCK_BYTES):
-            if direct:  # pooled as the maps are made, in C (bnn.model.direct_conv)
-                block_pooled = direct_conv.conv_pool(
-                    images[0, block],
-                    folded.reshape(size, size, -1, draws * c_out),
-                    bias.reshape(-1),
-                    pool_size,
-                )
-                shape = (*block_pooled.shape[:3], draws, c_out)
-                pooled[:, block] = block_pooled.reshape(shape).transpose(3, 0, 1, 2, 4)
-                continue
             maps = np.dot(_patch_rows(images[0, block], size), folded)
             _pool_add_bias(
                 maps.reshape(-1, out_h, out_w, draws, c_out), bias, pool_size, pooled[:, block]
@@ -109,13 +106,7 @@ def convolve_pool(
         return pooled
     for draw in range(draws):
         matrix = np.ascontiguousarray(kernel[draw].reshape(-1, c_out), dtype=images.dtype)
-        per_image = out_h * out_w * c_out * 4 if direct else patch_bytes(images[draw], size)
-        for block in batch_blocks(n_images, per_image, MAP_BLOCK_BYTES):
-            if direct:  # pooled as the maps are made, in C (bnn.model.direct_conv)
-                direct_conv.conv_pool(
-                    images[draw, block], kernel[draw], bias[draw], pool_size, pooled[draw, block]
-                )
-                continue
+        for block in batch_blocks(n_images, patch_bytes(images[draw], size), MAP_BLOCK_BYTES):
             maps = np.dot(_patch_rows(images[draw, block], size), matrix)
             _pool_add_bias(
                 maps.reshape(-1, out_h, out_w, 1, c_out),
@@ -177,15 +168,33 @@ FORWARDS = {"dense": dense_logits, "conv": conv_logits}
 # memory stay in the CPU's caches between the passes over them (GEMM, bias,
 # tanh). Measured here: the dense net (800 units) gives up 6% at 6 MiB (196
 # images) against 16 MiB. The conv net's widest kept output is its pooled first
-# maps (34 images of 10 draws); its full-resolution maps are blocked apart
-# (MAP_BLOCK_BYTES), and 34 against 100 images per chunk made no difference
-# larger than this machine's noise.
+# maps (34 images of 10 draws).
 CHUNK_BYTES = 6 * 2**20
+
+# One forward pass may take several chunks of images (the same draws), sized by
+# its widest output as chunks are. The conv net's layers are C loops that pool
+# their maps as they make them (bnn.model.direct_conv) and are bound by
+# arithmetic, not by the caches; a pass has a fixed cost besides (a C call per
+# draw and layer, the Python between them, the GIL that two workers share), which
+# four chunks spread over four times the images. docs/speed.md has the
+# measurements. The dense net's GEMMs are best at one cache-sized chunk.
+PASS_BYTES = {"dense": CHUNK_BYTES, "conv": 4 * CHUNK_BYTES}
 
 
 def images_per_chunk(spec, chunk_draws: int, itemsize: int = 4) -> int:
     """How many images to push through ``chunk_draws`` draws at once (see :data:`CHUNK_BYTES`)."""
     return max(1, CHUNK_BYTES // (spec.widest_output * chunk_draws * itemsize))
+
+
+def chunks_per_pass(spec, chunk_draws: int, chunk_images: int, itemsize: int = 4) -> int:
+    """How many chunks of ``chunk_images`` images one forward pass takes (:data:`PASS_BYTES`).
+
+    A pass's probabilities are each chunk's own: an image's forward pass does
+    not depend on the other images in it (each conv image is its own loop, and
+    a GEMM row's sum runs over its own inputs).
+    """
+    chunk_bytes = spec.widest_output * chunk_draws * chunk_images * itemsize
+    return max(1, PASS_BYTES[spec.name] // chunk_bytes)
 
 
 def class_probabilities(images: np.ndarray, spec, weights: dict[str, np.ndarray]) -> np.ndarray:

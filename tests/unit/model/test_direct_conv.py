@@ -35,6 +35,7 @@ def test_it_compiles_here():
     [
         (3, 12, 12, 32, 32, 5),  # the conv net's second layer: eight positions a row
         (2, 28, 28, 1, 320, 5),  # its first, ten draws folded into the channels
+        (2, 9, 15, 1, 32, 5),  # one channel, 5 x 5 (the unrolled loop): 11 positions, 8 and 3
         (4, 9, 20, 3, 5, 3),  # rows of 18 positions: two of eight and a tail of two
         (2, 7, 13, 2, 40, 2),  # 12 positions; channels padded from 40 to 64
         (1, 5, 5, 4, 64, 5),  # a single position, two panels
@@ -52,6 +53,24 @@ def test_maps_equal_im2col_to_float32_rounding(n, height, width, c_in, c_out, si
     # `terms` steps, so about terms * eps in all; allow 8 times that.
     terms = size * size * c_in
     np.testing.assert_allclose(maps, exact, rtol=0, atol=8 * terms * np.finfo(np.float32).eps)
+
+
+def test_the_unrolled_single_channel_loop_makes_the_generic_loops_bits():
+    # A second channel of zeros sends the same images through the generic loop:
+    # its products are exact zeros, which leave each sum's bits as they were.
+    rng = np.random.default_rng(4)
+    images = rng.standard_normal((3, 13, 19, 1), dtype=np.float32)  # rows of 15: 8 and 7
+    kernel = rng.standard_normal((5, 5, 1, 32), dtype=np.float32)
+    bias = rng.standard_normal(32, dtype=np.float32)
+    with_zeros = np.concatenate([images, np.zeros_like(images)], axis=3)
+    wider_kernel = np.concatenate([kernel, rng.standard_normal(kernel.shape, np.float32)], axis=2)
+    np.testing.assert_array_equal(
+        direct_conv.conv_valid(images, kernel), direct_conv.conv_valid(with_zeros, wider_kernel)
+    )
+    np.testing.assert_array_equal(
+        direct_conv.conv_pool(images[:, :12, :18], kernel, bias, 2),
+        direct_conv.conv_pool(with_zeros[:, :12, :18], wider_kernel, bias, 2),
+    )
 
 
 def test_out_is_filled_in_place_and_nan_propagates():

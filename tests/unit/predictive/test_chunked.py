@@ -6,7 +6,7 @@ from scipy import stats
 
 import helpers_posterior
 from bnn.evaluation import scoring
-from bnn.predictive import chunked
+from bnn.predictive import chunked, forward
 from bnn.predictive import posterior as posterior_io
 from bnn.predictive.forward import class_probabilities
 from bnn.predictive.posterior import Posterior
@@ -159,3 +159,25 @@ def test_blocks_are_the_same_bits_whatever_the_number_of_workers(network):
     assert len(one) == 3 * 3  # 7 draws in 3 chunks x 11 images in 3 chunks
     for (_, _, expected), (_, _, got) in zip(one, three, strict=True):
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("network", ["dense", "conv"])
+def test_a_pass_of_several_chunks_yields_each_chunks_own_block(network, monkeypatch):
+    # How many chunks one forward pass takes is a matter of speed: the blocks the
+    # caller sees, their order and their probabilities stay each chunk's own. A
+    # GEMM may sum a row in another order for another number of rows, so the
+    # probabilities agree to float32 rounding, not bit for bit.
+    post = helpers_posterior.tiny_posterior(seed=3, sd=0.05, network=network)
+    images = np.random.default_rng(0).random((11, 784), dtype=np.float32)
+
+    def blocks(chunks_per_pass):
+        chunk_bytes = post.spec.widest_output * 3 * 4 * 4  # 3 draws x 4 images of float32
+        monkeypatch.setitem(forward.PASS_BYTES, network, chunks_per_pass * chunk_bytes)
+        assert forward.chunks_per_pass(post.spec, 3, 4) == chunks_per_pass
+        return list(chunked.probability_chunks(post, images, 7, np.random.default_rng(2), 3, 4))
+
+    one, several = blocks(1), blocks(2)
+    assert [(d, r) for d, r, _ in several] == [(d, r) for d, r, _ in one]
+    assert len(one) == 3 * 3  # 7 draws in 3 chunks x 11 images in 3 chunks
+    for (_, _, expected), (_, _, got) in zip(one, several, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

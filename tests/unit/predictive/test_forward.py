@@ -82,3 +82,12 @@ def test_chunks_fit_the_widest_layer_into_the_cache_budget():
     assert forward.images_per_chunk(DenseSpec(), 10) == forward.CHUNK_BYTES // (800 * 10 * 4)
     assert forward.images_per_chunk(ConvSpec(), 10) == forward.CHUNK_BYTES // (4608 * 10 * 4)
     assert forward.images_per_chunk(ConvSpec(), 10**6) == 1
+
+
+def test_a_conv_pass_takes_four_chunks_and_a_dense_pass_one():
+    # The committed dense results were made one cache-sized chunk per pass.
+    for spec, chunks in ((DenseSpec(), 1), (ConvSpec(), 4)):
+        chunk_images = forward.images_per_chunk(spec, 10)
+        assert forward.chunks_per_pass(spec, 10, chunk_images) == chunks
+    assert forward.chunks_per_pass(ConvSpec(), 10, 1) == forward.PASS_BYTES["conv"] // (4608 * 40)
+    assert forward.chunks_per_pass(ConvSpec(), 10**6, 1) == 1
