@@ -3,7 +3,7 @@
 Weights carry a leading draw axis: ``W`` has shape (draws, n_in, n_out), so one
 batched matrix product per layer evaluates every draw. This is what the
 posterior predictive and ``predict`` use: no PyTensor compilation. A call is
-one block of draws x images; the predictive runs one block per core
+one pass over a block of draws x images; the predictive runs one pass per core
 (:func:`bnn.predictive.chunked.probability_chunks`).
 """
 
@@ -68,16 +68,17 @@ def convolve_pool(
 ) -> np.ndarray:
     """Convolution, ``pool_size`` max-pool, bias, under each draw: (draws, n, h', w', c_out).
 
-    The maps at full resolution are made one cache-sized block of images at a
-    time (:data:`MAP_BLOCK_BYTES`): im2col, one GEMM, then one pass that pools,
-    adds the bias and writes each draw's pooled maps. They never leave the cache,
-    and the patch matrix of a deeper layer (25 times its input) is never built
-    for more than a block. A first layer, with one input for every draw, folds
-    the draws into the GEMM's output channels. In float32, where the C kernels
-    compiled, each layer is instead :func:`bnn.model.direct_conv.conv_pool`: no
-    patch matrix, the maps pooled a few rows at a time as they are made, and the
-    same values to float32 rounding (the maximum of ``maps + bias`` is the
-    maximum plus the bias, rounding being monotone).
+    In float32, where the C kernels compiled, each draw's layer is one call of
+    :func:`bnn.model.direct_conv.conv_pool`: no patch matrix, the maps pooled a
+    few rows at a time as they are made, written straight into the draw's
+    pooled maps. Otherwise the maps at full resolution are made one cache-sized
+    block of images at a time (:data:`MAP_BLOCK_BYTES`): im2col, one GEMM, then
+    one pass that pools, adds the bias and writes each draw's pooled maps, so
+    that neither the maps nor a deeper layer's patch matrix (25 times its input)
+    leaves the cache; a first layer, with one input for every draw, folds the
+    draws into the GEMM's output channels. The two routes agree to float32
+    rounding (the maximum of ``maps + bias`` is the maximum plus the bias,
+    rounding being monotone).
     """
     draws, size, _, _, c_out = kernel.shape
     lead, n_images, height, width, _ = images.shape
